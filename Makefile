@@ -1,0 +1,65 @@
+# The Makefile is the source of truth: CI and the README call these targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+IMAGE_NAMESPACE ?= gateways
+IMAGE_TAG ?= latest
+KINDS := $(patsubst docker/%.Dockerfile,%,$(wildcard docker/*.Dockerfile))
+
+.PHONY: help install run test lint check types proto proto-check bench bench-smoke build-all clean
+
+help:
+	@echo "make run        install, then run the calendar gateway standalone (CloudEvents on stdout)"
+	@echo "make test       install, then lint + types + every test + a smoke run of every benchmark"
+	@echo "make install    create $(VENV) with an editable install and the dev tools"
+	@echo "make lint       ruff format --check, ruff check, import contracts"
+	@echo "make types      mypy --strict"
+	@echo "make proto      regenerate the gRPC stubs from proto/eventing.proto"
+	@echo "make bench      run every benchmark in full (minutes)"
+	@echo "make build-all  build one image per gateway and one for the client (needs a Docker engine)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/gateway run calendar
+
+lint: install
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+types: install
+	$(VENV)/bin/mypy
+
+check: lint types
+
+test: check
+	$(VENV)/bin/pytest
+	$(MAKE) bench-smoke
+
+bench-smoke: install
+	$(PY) -m bench --smoke
+
+bench: install
+	$(PY) -m bench
+
+proto: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Icommon/rpc=proto \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. common/rpc/eventing.proto
+
+build-all:
+	@for kind in $(KINDS); do \
+	  echo "docker build -f docker/$$kind.Dockerfile -t $(IMAGE_NAMESPACE)/$$kind:$(IMAGE_TAG) ."; \
+	  docker build -f docker/$$kind.Dockerfile -t $(IMAGE_NAMESPACE)/$$kind:$(IMAGE_TAG) . || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

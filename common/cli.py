@@ -1,0 +1,115 @@
+"""The ``gateway`` command: serve a kind, validate a ConfigMap offline, or run standalone.
+
+    gateway serve KIND [--host H] [--port N]      the gateway server (a container's entrypoint)
+    gateway validate KIND FILE                    check a ConfigMap YAML: OK or the reasons, per key
+    gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
+
+Exit codes: 0 success (validate: all valid), 1 failure (validate: any invalid), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common import logs
+from common.configmap import EventSourceFileError, parse_event_sources
+from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
+from common.server.app import install_signal_handlers, serve
+from common.settings import LogSettings, PodEnvironment, ServerSettings, SettingsError, parse_port
+from common.validate import validate_all
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Event gateways, Argo Events v0.11 compatible.")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
+    parser.add_argument("--log-level", default="", help="DEBUG, INFO (default), WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_cmd = commands.add_parser("serve", help="run a gateway server (the gRPC Eventing service)")
+    serve_cmd.add_argument("kind", help=f"gateway kind: {', '.join(available_kinds())}")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve_cmd.add_argument("--port", default=None, help="gRPC port (default $GATEWAY_SERVER_PORT, else 9330)")
+    serve_cmd.add_argument("--grace", type=float, default=10.0, help="shutdown grace period in seconds")
+
+    validate_cmd = commands.add_parser("validate", help="validate a ConfigMap YAML of event sources")
+    validate_cmd.add_argument("kind")
+    validate_cmd.add_argument("file", type=Path)
+
+    run_cmd = commands.add_parser("run", help="run a gateway standalone: server and client in one process")
+    run_cmd.add_argument("kind")
+    run_cmd.add_argument("--event-sources", type=Path, default=None, help="ConfigMap YAML (default: a demo)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gateway`` console script."""
+    args = _parser().parse_args(argv)
+    level = args.log_level or ("DEBUG" if os.environ.get("DEBUG_LOG") == "true" else "INFO")
+    logs.configure(LogSettings(format=args.log_format, level=level))
+    try:
+        kind = load_kind(args.kind)
+        if args.command == "serve":
+            return _serve(kind, args)
+        if args.command == "validate":
+            return _validate(kind, args.file)
+        return _run(kind, args.event_sources)
+    except (UnknownKindError, SettingsError, EventSourceFileError, OSError) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
+    pod = PodEnvironment.from_env()
+    port = parse_port(args.port, "--port") if args.port is not None else pod.server_port
+    settings = ServerSettings(host=args.host, grace_period=args.grace, pod=pod)
+    if port is not None:
+        settings = ServerSettings(host=args.host, port=port, grace_period=args.grace, pod=pod)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await serve(kind, settings, stop)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def _validate(kind: GatewayKind[Any], path: Path) -> int:
+    try:
+        specs = parse_event_sources(path.read_text(), origin=str(path))
+    except EventSourceFileError as exc:
+        print(f"INVALID {path}: {exc}")
+        return EXIT_FAILED
+    verdicts = validate_all(kind, specs)
+    for verdict in verdicts:
+        print(f"OK      {verdict.name}" if verdict.ok else f"INVALID {verdict.name}: {verdict.error}")
+    if not verdicts:
+        print(f"(no event sources in {path})")
+    return EXIT_OK if all(v.ok for v in verdicts) else EXIT_FAILED
+
+
+def _run(kind: GatewayKind[Any], path: Path | None) -> int:
+    from common.standalone import run_standalone
+
+    text = path.read_text() if path is not None else kind.demo
+    specs = parse_event_sources(text, origin=str(path) if path else f"the {kind.name} demo")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await run_standalone(kind, specs, stop, sys.stdout)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""What a source yields: the payload plus the metadata that becomes CloudEvent attributes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from common.rpc import eventing_pb2
+
+EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+"""CloudEvents 1.0: extension attribute names are lower-case a-z and 0-9, at most 20 characters."""
+
+RESERVED_ATTRIBUTES = frozenset(
+    {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
+)
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """One event from a source. Only ``payload`` is seen by a v0.11 client; the rest is additive."""
+
+    payload: bytes
+    """The event body, forwarded byte for byte."""
+    id: str = ""
+    """Derived from the event's origin, so the same origin event always carries the same id."""
+    time: datetime | None = None
+    """When the event happened (aware); rendered RFC 3339 with its offset."""
+    subject: str = ""
+    """What the event is about within its source."""
+    content_type: str = ""
+    """The media type of ``payload``."""
+    extensions: Mapping[str, str] = field(default_factory=dict)
+    """CloudEvent extension attributes; a value may be JSON text."""
+
+    def __post_init__(self) -> None:
+        for name in self.extensions:
+            if not EXTENSION_NAME.match(name) or name in RESERVED_ATTRIBUTES:
+                raise ValueError(f"{name!r} is not a valid CloudEvent extension attribute name")
+        if self.time is not None and self.time.tzinfo is None:
+            raise ValueError("event time must carry a timezone")
+
+    def to_proto(self, name: str) -> eventing_pb2.Event:
+        """The wire form, for the event source ``name``."""
+        return eventing_pb2.Event(
+            name=name,
+            payload=self.payload,
+            id=self.id,
+            time=rfc3339(self.time) if self.time else "",
+            subject=self.subject,
+            content_type=self.content_type,
+            extensions=dict(self.extensions),
+        )
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 with the moment's own offset; UTC as ``Z``, as Go prints it."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

@@ -1,0 +1,97 @@
+"""What a gateway kind supplies, and the registry that finds kinds by name.
+
+A kind is a ``GatewayKind``: a config parser that names every bad field at once, and a source that
+yields events until cancelled. Everything else (gRPC, version checks, supervision, shutdown) is the
+base's. Kinds are found through the ``gateways.kinds`` entry-point group, so ``common`` never imports
+a gateway package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+from common.errors import ConfigError
+from common.events import SourceEvent
+from common.logs import SourceLogger
+from common.versions import check_version
+
+C = TypeVar("C")
+ENTRY_POINT_GROUP = "gateways.kinds"
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """What a running source knows about itself."""
+
+    name: str
+    """The event source name (the ConfigMap key)."""
+    id: str
+    """The event source id the client sent (FNV-32a of key + value)."""
+    logger: SourceLogger
+    """A logger that tags each record with the source name."""
+
+
+Clashes = Callable[[str, C, Mapping[str, C]], dict[str, str]]
+"""(name, config, the other sources' configs) -> ``{field: problem}`` for each clash; empty if none."""
+
+
+@dataclass(frozen=True)
+class GatewayKind(Generic[C]):
+    """A gateway kind: how to read its config and how to run one source of it."""
+
+    name: str
+    """The kind's name: ``calendar``, ``webhook``, ... (``gateway serve <name>``)."""
+    parse: Callable[[str], C]
+    """Parse and validate the YAML ``data`` of one source; raise ``ConfigError`` naming every bad field."""
+    run: Callable[[SourceContext, C], AsyncIterator[SourceEvent]]
+    """Yield the source's events until cancelled; raise ``SourceUnavailable`` or ``SourceFailed``."""
+    clashes: Clashes[C] | None = None
+    """Checks one source against others (shared ports, paths); None when sources never clash."""
+    demo: str = ""
+    """Event sources (ConfigMap YAML) that ``gateway run`` uses when given none."""
+
+    def validate(self, name: str, data: str, version: str) -> C:
+        """Version check, then parse; every error is attributed to the source ``name``."""
+        check_version(version, source=name)
+        try:
+            return self.parse(data)
+        except ConfigError as exc:
+            raise exc.for_source(name) from None
+
+    def check_clashes(self, name: str, config: C, others: Mapping[str, C]) -> None:
+        """Raise ``ConfigError`` for ``name`` when it clashes with any of ``others``."""
+        if self.clashes is None:
+            return
+        problems = self.clashes(name, config, {k: v for k, v in others.items() if k != name})
+        if problems:
+            raise ConfigError(problems, source=name)
+
+
+class UnknownKindError(LookupError):
+    """No installed gateway kind has this name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown gateway kind {name!r}; installed kinds: {', '.join(known) or 'none'}")
+
+
+def available_kinds() -> list[str]:
+    """The names of every installed gateway kind."""
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_kind(name: str) -> GatewayKind[Any]:
+    """The installed kind called ``name``."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            kind = ep.load()
+            if not isinstance(kind, GatewayKind):
+                raise TypeError(f"entry point {ep.value} is not a GatewayKind")
+            return kind
+    raise UnknownKindError(name, available_kinds())
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,100 @@
+"""The gateway server process: bind, serve Eventing and gRPC health, shut down in stages.
+
+``GatewayServer.start`` returns only when the port is bound and serving (explicit readiness).
+``stop`` is staged, each stage logged: health goes NOT_SERVING and new streams are refused; running
+streams end with UNAVAILABLE so their clients retry; in-flight RPCs get the grace period; then
+whatever is left is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from common.kinds import GatewayKind
+from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.server.servicer import EventingServicer
+from common.settings import ServerSettings, SettingsError
+
+_log = logging.getLogger(__name__)
+SERVICE_NAME = eventing_pb2.DESCRIPTOR.services_by_name["Eventing"].full_name
+
+
+class GatewayServer:
+    """One gateway kind served over gRPC on one port."""
+
+    def __init__(self, kind: GatewayKind[Any], settings: ServerSettings) -> None:
+        self.kind = kind
+        self.settings = settings
+        self.servicer = EventingServicer(kind, settings)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        """The bound port, once started."""
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port. Raises ``SettingsError`` if it cannot bind."""
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        eventing_pb2_grpc.add_EventingServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise SettingsError(f"cannot listen on {address}: {exc}") from exc
+        if self.port == 0:
+            raise SettingsError(f"cannot listen on {address}: the address is in use or not available")
+        await server.start()
+        self._server = server
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        _log.info("Serving the %s gateway on %s:%d.", self.kind.name, self.settings.host, self.port)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Staged shutdown bounded by ``grace`` seconds (the settings' grace period by default)."""
+        if self._server is None:
+            return
+        grace = self.settings.grace_period if grace is None else grace
+        running = len(self.servicer.running)
+        _log.info("Shutting down: refusing new streams; ending %d running event source(s).", running)
+        await self.health.enter_graceful_shutdown()
+        self.servicer.shutdown()
+        try:
+            async with asyncio.timeout(grace):
+                await self.servicer.wait_idle()
+        except TimeoutError:
+            _log.error("Event sources still running after %.1fs; cancelling them.", grace)
+        await self._server.stop(grace=min(1.0, grace))
+        self._server = None
+        _log.info("The %s gateway server has stopped.", self.kind.name)
+
+
+async def serve(kind: GatewayKind[Any], settings: ServerSettings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then shut down in stages."""
+    server = GatewayServer(kind, settings)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop``; a second one forces the process out at once."""
+    loop = asyncio.get_running_loop()
+
+    def handle(signum: int) -> None:
+        if stop.is_set():
+            _log.warning("Second %s: forcing exit.", signal.Signals(signum).name)
+            raise SystemExit(1)
+        _log.info("Received %s; stopping.", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handle, signum)

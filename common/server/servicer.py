@@ -1,0 +1,142 @@
+"""The Eventing servicer: validates event sources, runs each as a supervised task, streams its events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from common import tasks
+from common.errors import ConfigError
+from common.events import SourceEvent
+from common.kinds import GatewayKind, SourceContext
+from common.logs import SourceLogger
+from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.server.channel import Channel, ChannelClosed
+from common.server.outcome import ShuttingDown, stream_end
+from common.settings import ServerSettings
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Session:
+    """One running StartEventSource stream."""
+
+    name: str
+    config: Any
+    channel: Channel[SourceEvent]
+    task: asyncio.Task[None] | None = field(default=None)
+
+
+class EventingServicer(eventing_pb2_grpc.EventingServicer):
+    """Serves one gateway kind's event sources over the v0.11 Eventing service."""
+
+    def __init__(self, kind: GatewayKind[Any], settings: ServerSettings) -> None:
+        self._kind = kind
+        self._settings = settings
+        self._sessions: set[_Session] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    @property
+    def running(self) -> dict[str, Any]:
+        """The configs of the sources being streamed now, by name."""
+        return {s.name: s.config for s in self._sessions}
+
+    async def wait_idle(self) -> None:
+        """Return once no source is running (every stream has ended and its task has stopped)."""
+        await self._idle.wait()
+
+    def _admit(self, request: eventing_pb2.EventSource) -> Any:
+        config = self._kind.validate(request.name, request.data, request.version)
+        self._kind.check_clashes(request.name, config, self.running)
+        return config
+
+    async def ValidateEventSource(
+        self, request: eventing_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> eventing_pb2.ValidEventSource:
+        log = SourceLogger(_log, request.name)
+        try:
+            self._admit(request)
+        except ConfigError as exc:
+            log.info("Event source is invalid: %s", exc.reason)
+            return eventing_pb2.ValidEventSource(isValid=False, reason=str(exc))
+        except Exception as exc:
+            log.exception("Validating the event source failed unexpectedly.")
+            return eventing_pb2.ValidEventSource(isValid=False, reason=f"validation failed: {exc!r}")
+        return eventing_pb2.ValidEventSource(isValid=True)
+
+    async def StartEventSource(
+        self, request: eventing_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[eventing_pb2.Event]:
+        name = request.name
+        log = SourceLogger(_log, name)
+        if self._stopping:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(ShuttingDown()))
+        try:
+            config = self._admit(request)
+        except ConfigError as exc:
+            log.warning("Refusing to start an invalid event source: %s", exc.reason)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        session = _Session(name, config, Channel(self._settings.stream_buffer))
+        ctx = SourceContext(name=name, id=request.id, logger=log)
+        session.task = tasks.start(self._pump(ctx, session), name=f"event source {name!r}", logger=log)
+        self._sessions.add(session)
+        self._idle.clear()
+        log.info("Event source started.")
+        cancelled = True
+        try:
+            while (batch := await session.channel.receive()) is not None:
+                for event in batch:
+                    yield event.to_proto(name)
+            cancelled = False
+        finally:
+            await self._end_session(session, log, cancelled)
+        end = stream_end(session.channel.outcome)
+        log.info("Event source ended: %s (%s).", end.details, end.code.name)
+        if end.code is not grpc.StatusCode.OK:
+            context.set_code(end.code)
+            context.set_details(end.details)
+
+    async def _pump(self, ctx: SourceContext, session: _Session) -> None:
+        """Run the source, handing each event to the stream; close the channel with how it ended."""
+        outcome: BaseException | None = None
+        try:
+            async with contextlib.aclosing(self._kind.run(ctx, session.config)) as events:
+                async for event in events:
+                    await session.channel.send(event)
+        except ChannelClosed:
+            pass
+        except asyncio.CancelledError:
+            outcome = ShuttingDown() if self._stopping else None
+            raise
+        except Exception as exc:
+            outcome = exc
+            raise
+        finally:
+            session.channel.close(outcome)
+
+    async def _end_session(self, session: _Session, log: SourceLogger, cancelled: bool) -> None:
+        if cancelled:
+            log.info("The client cancelled the stream; stopping the event source.")
+        session.channel.close(None)
+        if session.task is not None:
+            await tasks.stop(session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended")
+        self._sessions.discard(session)
+        if not self._sessions:
+            self._idle.set()
+
+    def shutdown(self) -> None:
+        """Refuse new streams and end every running one with UNAVAILABLE, so clients retry elsewhere or later."""
+        self._stopping = True
+        for session in list(self._sessions):
+            session.channel.close(ShuttingDown())
+            if session.task is not None:
+                session.task.cancel("gateway server is shutting down")

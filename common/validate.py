@@ -1,0 +1,40 @@
+"""Offline validation of a ConfigMap file: every key checked alone, then against the others."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from common.configmap import EventSourceSpec
+from common.errors import ConfigError
+from common.kinds import GatewayKind
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome for one key: valid, or the reason it is not."""
+
+    name: str
+    error: ConfigError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def validate_all(kind: GatewayKind[Any], specs: Sequence[EventSourceSpec]) -> list[Verdict]:
+    """One verdict per source, in file order; clashes between sources are reported on each side."""
+    configs: dict[str, Any] = {}
+    errors: dict[str, ConfigError] = {}
+    for spec in specs:
+        try:
+            configs[spec.name] = kind.validate(spec.name, spec.data, spec.version)
+        except ConfigError as exc:
+            errors[spec.name] = exc
+    for name, config in configs.items():
+        try:
+            kind.check_clashes(name, config, configs)
+        except ConfigError as exc:
+            errors[name] = exc
+    return [Verdict(spec.name, errors.get(spec.name)) for spec in specs]

@@ -1,0 +1,82 @@
+"""A small gateway kind for testing the server base: its config says what the source does.
+
+Config (YAML): ``count`` events (0 = endless), ``every`` seconds apart, then ``end`` with
+``complete``, ``unavailable``, ``failed`` or ``crash``. Every started and stopped source is recorded,
+so tests can see that a cancelled stream really stopped its source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import yaml
+
+from common.errors import ConfigError, SourceFailed, SourceUnavailable
+from common.events import SourceEvent
+from common.kinds import GatewayKind, SourceContext
+
+
+@dataclass(frozen=True)
+class TickConfig:
+    count: int = 0
+    every: float = 0.0
+    end: str = "complete"
+    port: int = 0
+
+
+ENDS = ("complete", "unavailable", "failed", "crash")
+
+
+def parse(data: str) -> TickConfig:
+    raw = yaml.safe_load(data) or {}
+    problems: dict[str, str] = {}
+    if not isinstance(raw.get("count", 0), int) or raw.get("count", 0) < 0:
+        problems["count"] = "must be a whole number >= 0"
+    if raw.get("end", "complete") not in ENDS:
+        problems["end"] = f"must be one of {', '.join(ENDS)}"
+    if not isinstance(raw.get("every", 0.0), int | float):
+        problems["every"] = "must be a number of seconds"
+    if problems:
+        raise ConfigError(problems)
+    return TickConfig(**{k: raw[k] for k in ("count", "every", "end", "port") if k in raw})
+
+
+@dataclass
+class Journal:
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    changed: asyncio.Condition | None = None
+
+
+JOURNAL = Journal()
+
+
+async def run(ctx: SourceContext, config: TickConfig) -> AsyncIterator[SourceEvent]:
+    JOURNAL.started.append(ctx.name)
+    try:
+        n = 0
+        while config.count == 0 or n < config.count:
+            yield SourceEvent(payload=f"{ctx.name}-{n}".encode(), id=f"{ctx.name}:{n}", content_type="text/plain")
+            n += 1
+            await asyncio.sleep(config.every)
+        if config.end == "unavailable":
+            raise SourceUnavailable("the broker went away", source=ctx.name)
+        if config.end == "failed":
+            raise SourceFailed("the topic was deleted", source=ctx.name)
+        if config.end == "crash":
+            raise RuntimeError("boom")
+    finally:
+        JOURNAL.stopped.append(ctx.name)
+
+
+def clashes(name: str, config: TickConfig, others: Mapping[str, TickConfig]) -> dict[str, str]:
+    return {
+        "port": f"port {config.port} is already used by event source {other!r}"
+        for other, cfg in others.items()
+        if config.port and cfg.port == config.port
+    }
+
+
+TICK: GatewayKind[TickConfig] = GatewayKind(name="tick", parse=parse, run=run, clashes=clashes)

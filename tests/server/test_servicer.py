@@ -1,0 +1,157 @@
+"""The Eventing servicer over real gRPC: validation, streaming, and how a stream ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.server.app import GatewayServer
+from tests.kinds import JOURNAL
+
+
+def source(name: str, data: str, version: str = "v0.10") -> eventing_pb2.EventSource:
+    return eventing_pb2.EventSource(id="1", name=name, data=data, version=version)
+
+
+async def collect(stub: eventing_pb2_grpc.EventingStub, es: eventing_pb2.EventSource) -> list[eventing_pb2.Event]:
+    return [event async for event in stub.StartEventSource(es)]
+
+
+async def test_a_valid_source_is_reported_valid(stub: eventing_pb2_grpc.EventingStub) -> None:
+    verdict = await stub.ValidateEventSource(source("a", "count: 3"))
+    assert verdict.isValid and verdict.reason == ""
+
+
+async def test_an_invalid_source_names_every_bad_field(stub: eventing_pb2_grpc.EventingStub) -> None:
+    verdict = await stub.ValidateEventSource(source("bad", "count: -1\nend: explode"))
+    assert not verdict.isValid
+    assert "'bad'" in verdict.reason and "count:" in verdict.reason and "end:" in verdict.reason
+
+
+@pytest.mark.parametrize("version", ["", "v0.9", "v0.12", "0.10"])
+async def test_a_foreign_version_is_invalid_and_the_reason_names_it(
+    stub: eventing_pb2_grpc.EventingStub, version: str
+) -> None:
+    verdict = await stub.ValidateEventSource(source("a", "count: 1", version))
+    assert not verdict.isValid
+    assert "version:" in verdict.reason and "v0.10" in verdict.reason
+
+
+async def test_version_v0_11_is_accepted_with_a_warning(
+    stub: eventing_pb2_grpc.EventingStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    verdict = await stub.ValidateEventSource(source("a", "count: 1", "v0.11"))
+    assert verdict.isValid
+    assert any("v0.11" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+async def test_a_completed_source_streams_all_its_events_in_order_and_ends_ok(
+    stub: eventing_pb2_grpc.EventingStub,
+) -> None:
+    events = await collect(stub, source("a", "count: 20"))
+    assert [e.payload for e in events] == [f"a-{i}".encode() for i in range(20)]
+    assert [e.id for e in events] == [f"a:{i}" for i in range(20)]
+    assert {e.name for e in events} == {"a"} and {e.content_type for e in events} == {"text/plain"}
+
+
+async def test_starting_an_invalid_source_ends_with_invalid_argument(stub: eventing_pb2_grpc.EventingStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await collect(stub, source("bad", "end: explode"))
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "end:" in (err.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("end", "code", "words"),
+    [
+        ("unavailable", grpc.StatusCode.UNAVAILABLE, "the broker went away"),
+        ("failed", grpc.StatusCode.INVALID_ARGUMENT, "the topic was deleted"),
+        ("crash", grpc.StatusCode.INTERNAL, "boom"),
+    ],
+)
+async def test_a_source_that_fails_ends_its_stream_with_the_status_of_its_fault(
+    stub: eventing_pb2_grpc.EventingStub, end: str, code: grpc.StatusCode, words: str
+) -> None:
+    received: list[bytes] = []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for event in stub.StartEventSource(source("f", f"count: 2\nend: {end}")):
+            received.append(event.payload)
+    assert received == [b"f-0", b"f-1"], "events before the fault are delivered"
+    assert err.value.code() is code
+    assert words in (err.value.details() or "")
+
+
+async def test_cancelling_the_stream_stops_the_source(
+    server: GatewayServer, stub: eventing_pb2_grpc.EventingStub
+) -> None:
+    call = stub.StartEventSource(source("endless", "count: 0\nevery: 0.01"))
+    first = await call.read()
+    assert isinstance(first, eventing_pb2.Event) and first.payload == b"endless-0"
+    assert server.servicer.running.keys() == {"endless"}
+    call.cancel()
+    async with asyncio.timeout(5):
+        await server.servicer.wait_idle()
+    assert JOURNAL.started == ["endless"] and JOURNAL.stopped == ["endless"]
+    assert server.servicer.running == {}
+
+
+async def test_an_invalid_source_does_not_disturb_a_running_one(stub: eventing_pb2_grpc.EventingStub) -> None:
+    call = stub.StartEventSource(source("good", "count: 0\nevery: 0.01"))
+    assert (await call.read()).payload == b"good-0"  # type: ignore[union-attr]
+    for bad in ("end: explode", "count: x", "[unclosed"):
+        assert not (await stub.ValidateEventSource(source("bad", bad))).isValid
+        with pytest.raises(grpc.aio.AioRpcError):
+            await collect(stub, source("bad", bad))
+    payloads = [(await call.read()).payload for _ in range(3)]  # type: ignore[union-attr]
+    assert payloads == [b"good-1", b"good-2", b"good-3"]
+    call.cancel()
+
+
+async def test_a_source_that_clashes_with_a_running_one_is_refused_naming_both(
+    server: GatewayServer, stub: eventing_pb2_grpc.EventingStub
+) -> None:
+    call = stub.StartEventSource(source("first", "count: 0\nevery: 0.05\nport: 12000"))
+    await call.read()
+    verdict = await stub.ValidateEventSource(source("second", "port: 12000"))
+    assert not verdict.isValid and "'first'" in verdict.reason and "'second'" in verdict.reason
+    # The running source itself may be re-validated (the client does so before a restart).
+    assert (await stub.ValidateEventSource(source("first", "port: 12000"))).isValid
+    call.cancel()
+    async with asyncio.timeout(5):
+        await server.servicer.wait_idle()
+    assert (await stub.ValidateEventSource(source("second", "port: 12000"))).isValid
+
+
+async def test_shutdown_ends_running_streams_with_unavailable_so_clients_retry(
+    server: GatewayServer, stub: eventing_pb2_grpc.EventingStub
+) -> None:
+    call = stub.StartEventSource(source("s", "count: 0\nevery: 0.01"))
+    await call.read()
+    await server.stop(grace=2.0)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        while await call.read() is not grpc.aio.EOF:
+            pass
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert JOURNAL.stopped == ["s"]
+
+
+async def test_the_health_service_reports_serving(server: GatewayServer) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "gateways.Eventing"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_second_server_cannot_silently_share_the_port(server: GatewayServer) -> None:
+    from common.settings import ServerSettings, SettingsError
+    from tests.kinds import TICK
+
+    twin = GatewayServer(TICK, ServerSettings(port=server.port))
+    with pytest.raises(SettingsError, match=str(server.port)):
+        await twin.start()
