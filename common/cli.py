@@ -3,6 +3,7 @@
     gateway serve KIND [--host H] [--port N]      the gateway server (a container's entrypoint)
     gateway validate KIND FILE                    check a ConfigMap YAML: OK or the reasons, per key
     gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
+    gateway client --event-sources FILE           the client alone, against a running server
 
 Exit codes: 0 success (validate: all valid), 1 failure (validate: any invalid), 2 usage error.
 """
@@ -21,14 +22,23 @@ from common import logs
 from common.configmap import EventSourceFileError, parse_event_sources
 from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
 from common.server.app import install_signal_handlers, serve
-from common.settings import LogSettings, PodEnvironment, ServerSettings, SettingsError, parse_port
+from common.settings import (
+    DEFAULT_SERVER_PORT,
+    LogSettings,
+    PodEnvironment,
+    ServerSettings,
+    SettingsError,
+    parse_port,
+)
 from common.validate import validate_all
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="Event gateways, Argo Events v0.11 compatible.")
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Event gateways, Argo Events v0.11 compatible."
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
     parser.add_argument("--log-level", default="", help="DEBUG, INFO (default), WARNING or ERROR")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run a gateway standalone: server and client in one process")
     run_cmd.add_argument("kind")
     run_cmd.add_argument("--event-sources", type=Path, default=None, help="ConfigMap YAML (default: a demo)")
+
+    client_cmd = commands.add_parser("client", help="run the gateway client against a running server")
+    client_cmd.add_argument(
+        "--server", default=None, help="host:port (default localhost:$GATEWAY_SERVER_PORT)"
+    )
+    client_cmd.add_argument(
+        "--event-sources", type=Path, required=True, help="ConfigMap YAML of event sources"
+    )
     return parser
 
 
@@ -55,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = args.log_level or ("DEBUG" if os.environ.get("DEBUG_LOG") == "true" else "INFO")
     logs.configure(LogSettings(format=args.log_format, level=level))
     try:
+        if args.command == "client":
+            return _client(args.server, args.event_sources)
         kind = load_kind(args.kind)
         if args.command == "serve":
             return _serve(kind, args)
@@ -106,6 +126,22 @@ def _run(kind: GatewayKind[Any], path: Path | None) -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         await run_standalone(kind, specs, stop, sys.stdout)
+
+    asyncio.run(main())
+    return EXIT_OK
+
+
+def _client(server: str | None, path: Path) -> int:
+    from common.standalone import follow_all
+
+    pod = PodEnvironment.from_env()
+    target = server or f"localhost:{pod.server_port or DEFAULT_SERVER_PORT}"
+    specs = parse_event_sources(path.read_text(), origin=str(path))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_signal_handlers(stop)
+        await follow_all(target, specs, stop, sys.stdout)
 
     asyncio.run(main())
     return EXIT_OK

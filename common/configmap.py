@@ -51,7 +51,9 @@ def _value_text(name: str, value: Any, origin: str) -> str:
         return value
     if isinstance(value, dict | list):
         return yaml.safe_dump(value, sort_keys=True, default_flow_style=False, allow_unicode=True)
-    raise EventSourceFileError(f"{origin}: key {name!r}: the value must be YAML text or a mapping, got {value!r}")
+    raise EventSourceFileError(
+        f"{origin}: key {name!r}: the value must be YAML text or a mapping, got {value!r}"
+    )
 
 
 def _is_configmap(doc: Any) -> bool:
@@ -77,7 +79,9 @@ def parse_event_sources(text: str, *, origin: str = "<text>") -> list[EventSourc
     elif not docs:
         return []
     else:
-        raise EventSourceFileError(f"{origin}: expected a ConfigMap or a mapping of event-source names to configs")
+        raise EventSourceFileError(
+            f"{origin}: expected a ConfigMap or a mapping of event-source names to configs"
+        )
     if not isinstance(data, dict):
         raise EventSourceFileError(f"{origin}: 'data' must be a mapping of event-source names to configs")
     return [EventSourceSpec(str(k), _value_text(str(k), v, origin), version) for k, v in data.items()]

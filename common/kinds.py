@@ -9,7 +9,7 @@ a gateway package.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -47,7 +47,7 @@ class GatewayKind(Generic[C]):
     """The kind's name: ``calendar``, ``webhook``, ... (``gateway serve <name>``)."""
     parse: Callable[[str], C]
     """Parse and validate the YAML ``data`` of one source; raise ``ConfigError`` naming every bad field."""
-    run: Callable[[SourceContext, C], AsyncIterator[SourceEvent]]
+    run: Callable[[SourceContext, C], AsyncGenerator[SourceEvent, None]]
     """Yield the source's events until cancelled; raise ``SourceUnavailable`` or ``SourceFailed``."""
     clashes: Clashes[C] | None = None
     """Checks one source against others (shared ports, paths); None when sources never clash."""

@@ -32,7 +32,9 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+                out[key] = (
+                    value if isinstance(value, str | int | float | bool) or value is None else str(value)
+                )
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)

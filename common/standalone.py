@@ -11,7 +11,7 @@ import base64
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 
@@ -19,9 +19,12 @@ from common import tasks
 from common.configmap import EventSourceSpec
 from common.kinds import GatewayKind
 from common.logs import SourceLogger
-from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.rpc import eventing_pb2, eventing_stub
 from common.server.app import GatewayServer
 from common.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +47,7 @@ def event_line(event: eventing_pb2.Event) -> str:
     return json.dumps({k: v for k, v in line.items() if v not in ("", {})}, ensure_ascii=False)
 
 
-async def _follow(stub: eventing_pb2_grpc.EventingStub, spec: EventSourceSpec, out: TextIO) -> None:
+async def _follow(stub: EventingAsyncStub, spec: EventSourceSpec, out: TextIO) -> None:
     log = SourceLogger(_log, spec.name)
     verdict = await stub.ValidateEventSource(spec.to_proto())
     if not verdict.isValid:
@@ -58,6 +61,16 @@ async def _follow(stub: eventing_pb2_grpc.EventingStub, spec: EventSourceSpec, o
         log.error("Event source stream ended: %s: %s", exc.code().name, exc.details())
 
 
+async def follow_all(target: str, specs: Sequence[EventSourceSpec], stop: asyncio.Event, out: TextIO) -> None:
+    """Validate and stream every source of ``specs`` from the server at ``target`` until ``stop`` is set."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = eventing_stub(channel)
+        followers = [tasks.start(_follow(stub, s, out), name=f"follow {s.name!r}") for s in specs]
+        await stop.wait()
+        for follower in followers:
+            await tasks.stop(follower, timeout=5.0)
+
+
 async def run_standalone(
     kind: GatewayKind[Any], specs: Sequence[EventSourceSpec], stop: asyncio.Event, out: TextIO
 ) -> None:
@@ -65,11 +78,6 @@ async def run_standalone(
     server = GatewayServer(kind, ServerSettings(port=0))
     port = await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = eventing_pb2_grpc.EventingStub(channel)
-            followers = [tasks.start(_follow(stub, s, out), name=f"follow {s.name!r}") for s in specs]
-            await stop.wait()
-            for follower in followers:
-                await tasks.stop(follower, timeout=5.0)
+        await follow_all(f"127.0.0.1:{port}", specs, stop, out)
     finally:
         await server.stop(grace=2.0)

@@ -52,7 +52,9 @@ async def stop(task: asyncio.Task[Any], *, timeout: float, logger: Logger = _log
     task.cancel(reason or None)
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if not done:
-        logger.error("%s did not stop within %.1fs of being cancelled; abandoning it.", task.get_name(), timeout)
+        logger.error(
+            "%s did not stop within %.1fs of being cancelled; abandoning it.", task.get_name(), timeout
+        )
         return False
     _consume(task)
     return True

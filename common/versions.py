@@ -31,7 +31,7 @@ def check_version(version: str, *, source: str = "") -> None:
         )
         return
     shown = repr(version) if version else "missing"
+    tolerated = ", ".join(sorted(TOLERATED_VERSIONS))
     raise VersionError(
-        {"version": f"gateway expects {EXPECTED_VERSION} (or {', '.join(sorted(TOLERATED_VERSIONS))}), got {shown}"},
-        source=source,
+        {"version": f"gateway expects {EXPECTED_VERSION} (or {tolerated}), got {shown}"}, source=source
     )

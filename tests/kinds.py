@@ -8,7 +8,7 @@ so tests can see that a cancelled stream really stopped its source.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 
 import yaml
@@ -53,12 +53,14 @@ class Journal:
 JOURNAL = Journal()
 
 
-async def run(ctx: SourceContext, config: TickConfig) -> AsyncIterator[SourceEvent]:
+async def run(ctx: SourceContext, config: TickConfig) -> AsyncGenerator[SourceEvent, None]:
     JOURNAL.started.append(ctx.name)
     try:
         n = 0
         while config.count == 0 or n < config.count:
-            yield SourceEvent(payload=f"{ctx.name}-{n}".encode(), id=f"{ctx.name}:{n}", content_type="text/plain")
+            yield SourceEvent(
+                payload=f"{ctx.name}-{n}".encode(), id=f"{ctx.name}:{n}", content_type="text/plain"
+            )
             n += 1
             await asyncio.sleep(config.every)
         if config.end == "unavailable":
@@ -72,11 +74,8 @@ async def run(ctx: SourceContext, config: TickConfig) -> AsyncIterator[SourceEve
 
 
 def clashes(name: str, config: TickConfig, others: Mapping[str, TickConfig]) -> dict[str, str]:
-    return {
-        "port": f"port {config.port} is already used by event source {other!r}"
-        for other, cfg in others.items()
-        if config.port and cfg.port == config.port
-    }
+    users = [other for other, cfg in others.items() if config.port and cfg.port == config.port]
+    return {"port": f"port {config.port} is already used by event source {users[0]!r}"} if users else {}
 
 
 TICK: GatewayKind[TickConfig] = GatewayKind(name="tick", parse=parse, run=run, clashes=clashes)

@@ -1,9 +1,9 @@
 """How a stream ends: the mapping from a source's outcome to a gRPC status, the client contract.
 
-    OK                the source completed; the client does not restart it.
-    INVALID_ARGUMENT  the config is bad; the client does not retry until the config changes.
-    UNAVAILABLE       a fault worth retrying with backoff (external system down, server stopping).
-    INTERNAL          an unexpected failure of the source; also worth retrying with backoff.
+OK                the source completed; the client does not restart it.
+INVALID_ARGUMENT  the config is bad; the client does not retry until the config changes.
+UNAVAILABLE       a fault worth retrying with backoff (external system down, server stopping).
+INTERNAL          an unexpected failure of the source; also worth retrying with backoff.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self._source_log = logging.getLogger(f"gateways.{kind.name}")
 
     @property
     def running(self) -> dict[str, Any]:
@@ -54,8 +55,10 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         """Return once no source is running (every stream has ended and its task has stopped)."""
         await self._idle.wait()
 
-    def _admit(self, request: eventing_pb2.EventSource) -> Any:
-        config = self._kind.validate(request.name, request.data, request.version)
+    async def _admit(self, request: eventing_pb2.EventSource) -> Any:
+        """Validate off the event loop (a pathological config may take long to check), then check clashes
+        against the running sources on it."""
+        config = await asyncio.to_thread(self._kind.validate, request.name, request.data, request.version)
         self._kind.check_clashes(request.name, config, self.running)
         return config
 
@@ -64,7 +67,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
     ) -> eventing_pb2.ValidEventSource:
         log = SourceLogger(_log, request.name)
         try:
-            self._admit(request)
+            await self._admit(request)
         except ConfigError as exc:
             log.info("Event source is invalid: %s", exc.reason)
             return eventing_pb2.ValidEventSource(isValid=False, reason=str(exc))
@@ -81,12 +84,12 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(ShuttingDown()))
         try:
-            config = self._admit(request)
+            config = await self._admit(request)
         except ConfigError as exc:
             log.warning("Refusing to start an invalid event source: %s", exc.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         session = _Session(name, config, Channel(self._settings.stream_buffer))
-        ctx = SourceContext(name=name, id=request.id, logger=log)
+        ctx = SourceContext(name=name, id=request.id, logger=SourceLogger(self._source_log, name))
         session.task = tasks.start(self._pump(ctx, session), name=f"event source {name!r}", logger=log)
         self._sessions.add(session)
         self._idle.clear()
@@ -128,13 +131,15 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             log.info("The client cancelled the stream; stopping the event source.")
         session.channel.close(None)
         if session.task is not None:
-            await tasks.stop(session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended")
+            await tasks.stop(
+                session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended"
+            )
         self._sessions.discard(session)
         if not self._sessions:
             self._idle.set()
 
     def shutdown(self) -> None:
-        """Refuse new streams and end every running one with UNAVAILABLE, so clients retry elsewhere or later."""
+        """Refuse new streams; end every running one with UNAVAILABLE, so its client retries."""
         self._stopping = True
         for session in list(self._sessions):
             session.channel.close(ShuttingDown())

@@ -65,13 +65,25 @@ def parse(data: str) -> CalendarConfig:
             problems[str(key)] = f"unknown field (known fields: {', '.join(FIELDS)})"
     zone = _zone(raw.get("timezone"), problems)
     recurrence = _recurrence(raw.get("recurrence"), zone, problems)
+    dtstart_zone = _dtstart_zone(recurrence) if not raw.get("timezone") else None
+    if dtstart_zone is not None:
+        zone = dtstart_zone
+        recurrence = _recurrence(raw.get("recurrence"), zone, problems)
     schedule = _schedule(raw, zone, recurrence, problems)
     if problems:
         raise ConfigError(problems)
     assert schedule is not None and recurrence is not None
-    config = CalendarConfig(schedule, zone, recurrence.exdates, raw.get("userPayload"), recurrence.dtstart is not None)
+    config = CalendarConfig(
+        schedule, zone, recurrence.exdates, raw.get("userPayload"), recurrence.dtstart is not None
+    )
     _check_fires(config)
     return config
+
+
+def _dtstart_zone(recurrence: Recurrence | None) -> ZoneInfo | None:
+    """With no ``timezone``, a ``DTSTART;TZID=...`` names the zone the recurrence runs in."""
+    tz = recurrence.dtstart.tzinfo if recurrence is not None and recurrence.dtstart is not None else None
+    return tz if isinstance(tz, ZoneInfo) and tz.key != "UTC" else None
 
 
 def _text(raw: dict[str, Any], key: str, problems: dict[str, str]) -> str:
@@ -120,7 +132,9 @@ def _schedule(
     offset = _text(raw, "offset", problems)
     by_rule = recurrence is not None and recurrence.is_schedule
     if by_rule and (cron or interval):
-        problems["recurrence"] = "RRULE/RDATE is a schedule of its own: give it, or schedule/interval, not both"
+        problems["recurrence"] = (
+            "RRULE/RDATE is a schedule of its own: give it, or schedule/interval, not both"
+        )
         return None
     if offset and not interval:
         problems["offset"] = "only applies to interval"

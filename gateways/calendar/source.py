@@ -10,7 +10,7 @@ each, if they are at most ``CATCH_UP_WINDOW`` late; older ones are skipped with 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime, timedelta
 
 from common.errors import SourceFailed
@@ -30,7 +30,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def run(ctx: SourceContext, config: CalendarConfig, *, clock: Clock = _now) -> AsyncIterator[SourceEvent]:
+async def run(
+    ctx: SourceContext, config: CalendarConfig, *, clock: Clock = _now
+) -> AsyncGenerator[SourceEvent, None]:
     """Yield one event per slot of ``config`` until cancelled."""
     ctx.logger.info("Calendar source fires %s.", describe(config.schedule))
     last = clock()
@@ -45,8 +47,12 @@ def _next(ctx: SourceContext, config: CalendarConfig, last: datetime, now: datet
     try:
         slot = next_fire(config.schedule, last, exdates=config.exdates, zone=config.zone)
         if slot < now - CATCH_UP_WINDOW:
-            later = next_fire(config.schedule, now - CATCH_UP_WINDOW, exdates=config.exdates, zone=config.zone)
-            ctx.logger.warning("Fell behind: skipping the slots from %s up to %s.", slot.isoformat(), later.isoformat())
+            later = next_fire(
+                config.schedule, now - CATCH_UP_WINDOW, exdates=config.exdates, zone=config.zone
+            )
+            ctx.logger.warning(
+                "Fell behind: skipping the slots from %s up to %s.", slot.isoformat(), later.isoformat()
+            )
             slot = later
     except ScheduleExhaustedError as exc:
         raise SourceFailed(str(exc), source=ctx.name) from exc

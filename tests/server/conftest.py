@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
-from common.rpc import eventing_pb2_grpc
+from common.rpc import eventing_stub
 from common.server.app import GatewayServer
 from common.settings import ServerSettings
 from tests.kinds import JOURNAL, TICK
+
+if TYPE_CHECKING:
+    from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 
 
 @pytest.fixture
@@ -24,6 +28,6 @@ async def server() -> AsyncIterator[GatewayServer]:
 
 
 @pytest.fixture
-async def stub(server: GatewayServer) -> AsyncIterator[eventing_pb2_grpc.EventingStub]:
+async def stub(server: GatewayServer) -> AsyncIterator[EventingAsyncStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield eventing_pb2_grpc.EventingStub(channel)
+        yield eventing_stub(channel)

@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
-from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.rpc import eventing_pb2
 from common.server.app import GatewayServer
 from tests.kinds import JOURNAL
+
+if TYPE_CHECKING:
+    from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 
 
 def source(name: str, data: str, version: str = "v0.10") -> eventing_pb2.EventSource:
     return eventing_pb2.EventSource(id="1", name=name, data=data, version=version)
 
 
-async def collect(stub: eventing_pb2_grpc.EventingStub, es: eventing_pb2.EventSource) -> list[eventing_pb2.Event]:
+async def collect(stub: EventingAsyncStub, es: eventing_pb2.EventSource) -> list[eventing_pb2.Event]:
     return [event async for event in stub.StartEventSource(es)]
 
 
-async def test_a_valid_source_is_reported_valid(stub: eventing_pb2_grpc.EventingStub) -> None:
+async def test_a_valid_source_is_reported_valid(stub: EventingAsyncStub) -> None:
     verdict = await stub.ValidateEventSource(source("a", "count: 3"))
     assert verdict.isValid and verdict.reason == ""
 
 
-async def test_an_invalid_source_names_every_bad_field(stub: eventing_pb2_grpc.EventingStub) -> None:
+async def test_an_invalid_source_names_every_bad_field(stub: EventingAsyncStub) -> None:
     verdict = await stub.ValidateEventSource(source("bad", "count: -1\nend: explode"))
     assert not verdict.isValid
     assert "'bad'" in verdict.reason and "count:" in verdict.reason and "end:" in verdict.reason
@@ -33,7 +37,7 @@ async def test_an_invalid_source_names_every_bad_field(stub: eventing_pb2_grpc.E
 
 @pytest.mark.parametrize("version", ["", "v0.9", "v0.12", "0.10"])
 async def test_a_foreign_version_is_invalid_and_the_reason_names_it(
-    stub: eventing_pb2_grpc.EventingStub, version: str
+    stub: EventingAsyncStub, version: str
 ) -> None:
     verdict = await stub.ValidateEventSource(source("a", "count: 1", version))
     assert not verdict.isValid
@@ -41,7 +45,7 @@ async def test_a_foreign_version_is_invalid_and_the_reason_names_it(
 
 
 async def test_version_v0_11_is_accepted_with_a_warning(
-    stub: eventing_pb2_grpc.EventingStub, caplog: pytest.LogCaptureFixture
+    stub: EventingAsyncStub, caplog: pytest.LogCaptureFixture
 ) -> None:
     verdict = await stub.ValidateEventSource(source("a", "count: 1", "v0.11"))
     assert verdict.isValid
@@ -49,7 +53,7 @@ async def test_version_v0_11_is_accepted_with_a_warning(
 
 
 async def test_a_completed_source_streams_all_its_events_in_order_and_ends_ok(
-    stub: eventing_pb2_grpc.EventingStub,
+    stub: EventingAsyncStub,
 ) -> None:
     events = await collect(stub, source("a", "count: 20"))
     assert [e.payload for e in events] == [f"a-{i}".encode() for i in range(20)]
@@ -57,7 +61,9 @@ async def test_a_completed_source_streams_all_its_events_in_order_and_ends_ok(
     assert {e.name for e in events} == {"a"} and {e.content_type for e in events} == {"text/plain"}
 
 
-async def test_starting_an_invalid_source_ends_with_invalid_argument(stub: eventing_pb2_grpc.EventingStub) -> None:
+async def test_starting_an_invalid_source_ends_with_invalid_argument(
+    stub: EventingAsyncStub,
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await collect(stub, source("bad", "end: explode"))
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -73,7 +79,7 @@ async def test_starting_an_invalid_source_ends_with_invalid_argument(stub: event
     ],
 )
 async def test_a_source_that_fails_ends_its_stream_with_the_status_of_its_fault(
-    stub: eventing_pb2_grpc.EventingStub, end: str, code: grpc.StatusCode, words: str
+    stub: EventingAsyncStub, end: str, code: grpc.StatusCode, words: str
 ) -> None:
     received: list[bytes] = []
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -84,9 +90,7 @@ async def test_a_source_that_fails_ends_its_stream_with_the_status_of_its_fault(
     assert words in (err.value.details() or "")
 
 
-async def test_cancelling_the_stream_stops_the_source(
-    server: GatewayServer, stub: eventing_pb2_grpc.EventingStub
-) -> None:
+async def test_cancelling_the_stream_stops_the_source(server: GatewayServer, stub: EventingAsyncStub) -> None:
     call = stub.StartEventSource(source("endless", "count: 0\nevery: 0.01"))
     first = await call.read()
     assert isinstance(first, eventing_pb2.Event) and first.payload == b"endless-0"
@@ -98,20 +102,26 @@ async def test_cancelling_the_stream_stops_the_source(
     assert server.servicer.running == {}
 
 
-async def test_an_invalid_source_does_not_disturb_a_running_one(stub: eventing_pb2_grpc.EventingStub) -> None:
+async def test_an_invalid_source_does_not_disturb_a_running_one(stub: EventingAsyncStub) -> None:
     call = stub.StartEventSource(source("good", "count: 0\nevery: 0.01"))
-    assert (await call.read()).payload == b"good-0"  # type: ignore[union-attr]
+    assert await call.read() == eventing_pb2.Event(
+        name="good", payload=b"good-0", id="good:0", content_type="text/plain"
+    )
     for bad in ("end: explode", "count: x", "[unclosed"):
         assert not (await stub.ValidateEventSource(source("bad", bad))).isValid
         with pytest.raises(grpc.aio.AioRpcError):
             await collect(stub, source("bad", bad))
-    payloads = [(await call.read()).payload for _ in range(3)]  # type: ignore[union-attr]
-    assert payloads == [b"good-1", b"good-2", b"good-3"]
+    events = [await call.read() for _ in range(3)]
+    assert [e.payload for e in events if isinstance(e, eventing_pb2.Event)] == [
+        b"good-1",
+        b"good-2",
+        b"good-3",
+    ]
     call.cancel()
 
 
 async def test_a_source_that_clashes_with_a_running_one_is_refused_naming_both(
-    server: GatewayServer, stub: eventing_pb2_grpc.EventingStub
+    server: GatewayServer, stub: EventingAsyncStub
 ) -> None:
     call = stub.StartEventSource(source("first", "count: 0\nevery: 0.05\nport: 12000"))
     await call.read()
@@ -126,7 +136,7 @@ async def test_a_source_that_clashes_with_a_running_one_is_refused_naming_both(
 
 
 async def test_shutdown_ends_running_streams_with_unavailable_so_clients_retry(
-    server: GatewayServer, stub: eventing_pb2_grpc.EventingStub
+    server: GatewayServer, stub: EventingAsyncStub
 ) -> None:
     call = stub.StartEventSource(source("s", "count: 0\nevery: 0.01"))
     await call.read()

@@ -1,0 +1,122 @@
+"""The server side of each benchmark, run in its own process (``python -m bench.servers MODE ...``).
+
+stream-gateway PORT N   the gateway server base streaming N events of a bench kind per call
+stream-raw PORT N       a bare grpc.aio Eventing server streaming the same N messages
+calendar PORT OUT       the calendar gateway, recording each fire's lateness; written to OUT on SIGTERM
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from common.events import SourceEvent
+from common.kinds import GatewayKind, SourceContext
+from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.server.app import GatewayServer, install_signal_handlers
+from common.settings import ServerSettings
+
+PAYLOAD = b'{"eventTime":"2026-11-21T12:00:00Z","userPayload":{"hello":"world","n":12345}}' * 3
+
+
+def bench_events(count: int) -> list[SourceEvent]:
+    return [
+        SourceEvent(payload=PAYLOAD, id=f"bench:{i}", content_type="application/json") for i in range(count)
+    ]
+
+
+async def _serve_gateway(port: int, count: int) -> None:
+    events = bench_events(count)
+
+    async def run(ctx: SourceContext, config: None) -> AsyncGenerator[SourceEvent, None]:
+        for event in events:
+            yield event
+
+    kind: GatewayKind[None] = GatewayKind(name="bench", parse=lambda data: None, run=run)
+    server = GatewayServer(kind, ServerSettings(port=port))
+    await server.start()
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await stop.wait()
+    await server.stop(grace=1.0)
+
+
+class RawServicer(eventing_pb2_grpc.EventingServicer):
+    """What a hand-written server does: yield one message per event, nothing else."""
+
+    def __init__(self, count: int) -> None:
+        self.events = bench_events(count)
+
+    async def ValidateEventSource(
+        self, request: eventing_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> eventing_pb2.ValidEventSource:
+        return eventing_pb2.ValidEventSource(isValid=True)
+
+    async def StartEventSource(
+        self, request: eventing_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[eventing_pb2.Event]:
+        for event in self.events:
+            yield eventing_pb2.Event(
+                name=request.name, payload=event.payload, id=event.id, content_type=event.content_type
+            )
+
+
+async def _serve_raw(port: int, count: int) -> None:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    eventing_pb2_grpc.add_EventingServicer_to_server(RawServicer(count), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await stop.wait()
+    await server.stop(grace=1.0)
+
+
+async def _serve_calendar(port: int, out: str) -> None:
+    from gateways.calendar import KIND
+
+    samples: list[tuple[float, float]] = []
+
+    async def measured(ctx: SourceContext, config: Any) -> AsyncGenerator[SourceEvent, None]:
+        async for event in KIND.run(ctx, config):
+            assert event.time is not None
+            now = datetime.now(UTC)
+            samples.append((event.time.timestamp(), (now - event.time).total_seconds()))
+            yield event
+
+    kind = GatewayKind(name="calendar", parse=KIND.parse, run=measured)
+    server = GatewayServer(kind, ServerSettings(port=port))
+    await server.start()
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    started = time.perf_counter()
+    await stop.wait()
+    report = json.dumps({"samples": samples, "seconds": time.perf_counter() - started})
+    await asyncio.to_thread(Path(out).write_text, report)
+    await server.stop(grace=1.0)
+
+
+def main(argv: list[str]) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    mode, port = argv[0], int(argv[1])
+    if mode == "stream-gateway":
+        asyncio.run(_serve_gateway(port, int(argv[2])))
+    elif mode == "stream-raw":
+        asyncio.run(_serve_raw(port, int(argv[2])))
+    elif mode == "calendar":
+        asyncio.run(_serve_calendar(port, argv[2]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
