@@ -135,6 +135,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
                 session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended"
             )
         self._sessions.discard(session)
+        log.info("Event source stopped.")
         if not self._sessions:
             self._idle.set()
 

@@ -12,7 +12,7 @@ from common.events import SourceEvent, rfc3339
 def payload(slot: datetime, user_payload: Any) -> bytes:
     """``{"eventTime": <slot, RFC 3339 with offset>, "userPayload": ...}``, compact as Go writes it."""
     body = {"eventTime": rfc3339(slot), "userPayload": user_payload}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str).encode()
 
 
 def event_id(source: str, slot: datetime) -> str:

@@ -9,6 +9,7 @@ cannot be combined with either. Every bad field is reported at once.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -70,6 +71,7 @@ def parse(data: str) -> CalendarConfig:
         zone = dtstart_zone
         recurrence = _recurrence(raw.get("recurrence"), zone, problems)
     schedule = _schedule(raw, zone, recurrence, problems)
+    _check_payload(raw.get("userPayload"), problems)
     if problems:
         raise ConfigError(problems)
     assert schedule is not None and recurrence is not None
@@ -149,7 +151,7 @@ def _schedule(
     if by_rule and recurrence is not None:
         start = recurrence.dtstart or datetime.now(UTC).replace(microsecond=0).astimezone(zone)
         return RecurrenceSchedule(recurrence.rrules, recurrence.rdates, start, zone)
-    if not problems.keys() & {"schedule", "interval", "recurrence"}:
+    if not any(key.startswith(("schedule", "interval", "recurrence")) for key in problems):
         problems["schedule"] = "must have either schedule or interval (or an RRULE/RDATE in recurrence)"
     return None
 
@@ -176,10 +178,19 @@ def _interval(interval: str, offset: str, problems: dict[str, str]) -> IntervalS
     return IntervalSchedule(every, shift)
 
 
+def _check_payload(value: Any, problems: dict[str, str]) -> None:
+    """The payload is sent as JSON: NaN and infinities have no JSON form, so they are refused here."""
+    try:
+        json.dumps(value, allow_nan=False, default=str)
+    except ValueError:
+        problems["userPayload"] = "holds NaN or an infinity, which JSON cannot carry"
+
+
 def _check_fires(config: CalendarConfig) -> None:
     """A schedule that can never fire (every slot excluded) is invalid, not a silent dead source."""
     try:
         next_fire(config.schedule, datetime.now(UTC), exdates=config.exdates, zone=config.zone)
     except ScheduleError as exc:
-        field = "recurrence" if config.exdates else "schedule"
+        by_rule = isinstance(config.schedule, RecurrenceSchedule)
+        field = "recurrence" if config.exdates or by_rule else "schedule"
         raise ConfigError({field: str(exc).removeprefix("schedule: ")}) from None

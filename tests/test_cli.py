@@ -1,0 +1,97 @@
+"""The ``gateway`` command as a person or a container runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cm.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_validate_prints_ok_per_key_and_exits_0_when_all_are_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "a: {interval: 10s}\nb: {schedule: '*/5 * * * *'}\n")
+    assert main(["validate", "calendar", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["OK      a", "OK      b"]
+
+
+def test_validate_prints_the_reasons_and_exits_1_when_any_is_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, "good: {interval: 10s}\nbad: {interval: ten, timezone: Mars/Olympus}\n")
+    assert main(["validate", "calendar", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "OK      good"
+    assert out[1].startswith("INVALID bad: event source 'bad' is invalid: ")
+    assert "interval:" in out[1]
+    assert "timezone:" in out[1]
+
+
+def test_validate_checks_the_configmap_version_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = "{argo-events-event-source-version: v0.12}"
+    text = f"kind: ConfigMap\nmetadata:\n  labels: {labels}\ndata:\n  a: 'interval: 1s'\n"
+    assert main(["validate", "calendar", str(write(tmp_path, text))]) == 1
+    assert "version: gateway expects v0.10" in capsys.readouterr().out
+
+
+def test_validate_exits_1_on_a_file_that_is_not_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", "calendar", str(write(tmp_path, "a: [unclosed"))]) == 1
+    assert "not valid YAML" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["validate", "calendar", "/nonexistent/cm.yaml"], ["validate", "nosuchkind", "x.yaml"], ["serve"], []],
+)
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    assert code == 2
+
+
+def test_serve_ends_with_exit_code_0_on_sigterm(tmp_path: Path) -> None:
+    env = dict(os.environ, GATEWAY_SERVER_PORT="0")
+    cmd = [sys.executable, "-m", "common.cli", "serve", "calendar"]
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # readiness is the log line, not a sleep
+            if "Serving the calendar gateway" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=15) == 0
+    assert "Received SIGTERM" in rest
+    assert rest.index("Shutting down") < rest.index("has stopped")
+
+
+def test_serve_refuses_a_malformed_port_variable_naming_it() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "common.cli", "serve", "calendar"],
+        cwd=ROOT,
+        env=dict(os.environ, GATEWAY_SERVER_PORT="ninety"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "GATEWAY_SERVER_PORT" in proc.stderr

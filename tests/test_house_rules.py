@@ -1,0 +1,51 @@
+"""The house rules the code keeps: documented settings, small modules, tasks created in one place."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from common import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = [p for d in ("common", "gateways") for p in (ROOT / d).rglob("*.py") if "_pb2" not in p.name]
+
+
+def _attribute_docstrings(cls: type) -> set[str]:
+    tree = ast.parse(Path(settings.__file__).read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+    documented = set()
+    for stmt, following in zip(node.body, node.body[1:], strict=False):
+        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and is_doc:
+            documented.add(stmt.target.id)
+    return documented
+
+
+SETTINGS = [c for c in vars(settings).values() if dataclasses.is_dataclass(c) and isinstance(c, type)]
+
+
+@pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.__name__)
+def test_every_setting_has_a_default_and_a_docstring(cls: type) -> None:
+    fields = dataclasses.fields(cls)
+    assert all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING for f in fields
+    )
+    assert {f.name for f in fields} == _attribute_docstrings(cls)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_module_is_over_500_lines(path: Path) -> None:
+    assert len(path.read_text().splitlines()) <= 500
+
+
+def test_tasks_are_created_only_in_the_lifecycle_module() -> None:
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in SHIPPED
+        if p.name != "tasks.py" and ("create_task(" in p.read_text() or "ensure_future(" in p.read_text())
+    ]
+    assert offenders == []
