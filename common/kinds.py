@@ -9,7 +9,7 @@ a gateway package.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -66,9 +66,28 @@ class GatewayKind(Generic[C]):
         """Raise ``ConfigError`` for ``name`` when it clashes with any of ``others``."""
         if self.clashes is None:
             return
-        problems = self.clashes(name, config, {k: v for k, v in others.items() if k != name})
+        problems = self.clashes(name, config, _Without(others, name))
         if problems:
             raise ConfigError(problems, source=name)
+
+
+class _Without(Mapping[str, Any]):
+    """``mapping`` without ``key``, in constant time (no copy of every running source per check)."""
+
+    def __init__(self, mapping: Mapping[str, Any], key: str) -> None:
+        self._mapping = mapping
+        self._key = key
+
+    def __getitem__(self, name: str) -> Any:
+        if name == self._key:
+            raise KeyError(name)
+        return self._mapping[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._mapping if name != self._key)
+
+    def __len__(self) -> int:
+        return len(self._mapping) - (self._key in self._mapping)
 
 
 class UnknownKindError(LookupError):

@@ -90,5 +90,8 @@ class ServerSettings:
     """Events a source may run ahead of its gRPC stream before it is paused (back-pressure)."""
     stop_timeout: float = 5.0
     """Seconds a cancelled source gets to clean up before it is abandoned with an error log."""
+    max_pending_rpcs: int = 50_000
+    """Calls gRPC may hold before the server accepts them. gRPC's own limits (1,000, hard 3,000)
+    cancel calls when a client starts thousands of sources at once; this covers 10,000 and more."""
     pod: PodEnvironment = field(default_factory=PodEnvironment)
     """The seed environment of the pod, for logs and status."""

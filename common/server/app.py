@@ -39,7 +39,13 @@ class GatewayServer:
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port. Raises ``SettingsError`` if it cannot bind."""
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pending = self.settings.max_pending_rpcs
+        options = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.server.max_pending_requests", pending),
+            ("grpc.server.max_pending_requests_hard_limit", pending),
+        ]
+        server = grpc.aio.server(options=options)
         eventing_pb2_grpc.add_EventingServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{self.settings.host}:{self.settings.port}"

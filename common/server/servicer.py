@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,22 @@ class _Session:
     task: asyncio.Task[None] | None = field(default=None)
 
 
+class _ConfigView(Mapping[str, Any]):
+    """The running sessions' configs by name, without copying them."""
+
+    def __init__(self, sessions: dict[str, _Session]) -> None:
+        self._sessions = sessions
+
+    def __getitem__(self, name: str) -> Any:
+        return self._sessions[name].config
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sessions)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
 class EventingServicer(eventing_pb2_grpc.EventingServicer):
     """Serves one gateway kind's event sources over the v0.11 Eventing service."""
 
@@ -41,15 +57,16 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._kind = kind
         self._settings = settings
         self._sessions: set[_Session] = set()
+        self._configs: dict[str, _Session] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
         self._source_log = logging.getLogger(f"gateways.{kind.name}")
 
     @property
-    def running(self) -> dict[str, Any]:
-        """The configs of the sources being streamed now, by name."""
-        return {s.name: s.config for s in self._sessions}
+    def running(self) -> Mapping[str, Any]:
+        """The configs of the sources being streamed now, by name (a live, read-only view)."""
+        return _ConfigView(self._configs)
 
     async def wait_idle(self) -> None:
         """Return once no source is running (every stream has ended and its task has stopped)."""
@@ -92,6 +109,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         ctx = SourceContext(name=name, id=request.id, logger=SourceLogger(self._source_log, name))
         session.task = tasks.start(self._pump(ctx, session), name=f"event source {name!r}", logger=log)
         self._sessions.add(session)
+        self._configs[name] = session
         self._idle.clear()
         log.info("Event source started.")
         cancelled = True
@@ -135,6 +153,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
                 session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended"
             )
         self._sessions.discard(session)
+        if self._configs.get(session.name) is session:
+            del self._configs[session.name]
         log.info("Event source stopped.")
         if not self._sessions:
             self._idle.set()
