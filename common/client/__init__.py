@@ -1,0 +1,1 @@
+"""The gateway client: event-source config, the source lifecycle, CloudEvents, delivery to subscribers."""

@@ -1,0 +1,66 @@
+"""The client's operations port: ``/healthz``, ``/readyz`` and Prometheus ``/metrics``.
+
+``/readyz`` is 200 once the config is loaded and the server is connected; its JSON body lists every
+source's node, so one failed source is visible without taking the pod out of service.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from common.client.metrics import REGISTRY
+from common.client.status import StatusBoard
+
+DEFAULT_OPS_PORT = 9331
+"""Next to the gRPC port (9330); clear of the sensors' 9300 and the usual webhook ports."""
+
+_log = logging.getLogger(__name__)
+
+
+class OpsServer:
+    """A small aiohttp server for probes and metrics."""
+
+    def __init__(
+        self, status: StatusBoard, host: str, port: int, extra: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        self._status = status
+        self._extra = extra or dict
+        self._host, self._port = host, port
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        """The bound port, once started."""
+
+    async def start(self) -> int:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=False)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        _log.info("Operations endpoints on http://%s:%d (/healthz, /readyz, /metrics).", self._host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        body = self._status.snapshot() | self._extra()
+        return web.json_response(body, status=200 if self._status.ready else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

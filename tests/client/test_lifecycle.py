@@ -1,0 +1,177 @@
+"""The source lifecycle against a real gateway server (the test kind): diff, restart, status."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from common.client.lifecycle import Lifecycle
+from common.client.model import ReceivedEvent
+from common.client.status import Phase, StatusBoard
+from common.configmap import EventSourceSpec
+from common.retry import Backoff
+from common.rpc import eventing_stub
+from common.server.app import GatewayServer
+from common.settings import ServerSettings
+from tests.kinds import JOURNAL, TICK
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.by_source: dict[str, list[bytes]] = defaultdict(list)
+        self.arrived = asyncio.Event()
+
+    async def sink(self, received: ReceivedEvent) -> None:
+        self.by_source[received.source].append(received.event.payload)
+        self.arrived.set()
+
+    async def until(self, source: str, count: int) -> list[bytes]:
+        async with asyncio.timeout(10):
+            while len(self.by_source[source]) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.by_source[source]
+
+
+def spec(name: str, data: str) -> EventSourceSpec:
+    return EventSourceSpec(name, data)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[GatewayServer]:
+    JOURNAL.started.clear()
+    JOURNAL.stopped.clear()
+    srv = GatewayServer(TICK, ServerSettings(port=0, grace_period=1.0))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def rig(server: GatewayServer) -> AsyncIterator[tuple[Lifecycle, StatusBoard, Collected]]:
+    status, collected = StatusBoard(), Collected()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        lifecycle = Lifecycle(
+            eventing_stub(channel), status, collected.sink, backoff=Backoff(0.01, 1, 0, cap=0.05)
+        )
+        yield lifecycle, status, collected
+        await lifecycle.close()
+
+
+def phase(name: str, wanted: Phase):  # type: ignore[no-untyped-def]
+    return lambda board: name in board.nodes and board.nodes[name].phase is wanted
+
+
+async def test_every_source_streams_its_events_in_order(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("a", "count: 0\nevery: 0.005"), spec("b", "count: 0\nevery: 0.005")])
+    assert await got.until("a", 20) == [f"a-{i}".encode() for i in range(len(got.by_source["a"]))]
+    assert (await got.until("b", 20))[:20] == [f"b-{i}".encode() for i in range(20)]
+    await status.wait_for(phase("a", Phase.RUNNING))
+    assert status.server_connected
+
+
+async def test_a_change_restarts_only_the_changed_source_and_leaves_the_others_untouched(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, _, got = rig
+    await lifecycle.apply([spec("keep", "count: 0\nevery: 0.005"), spec("edit", "count: 0\nevery: 0.005")])
+    await got.until("keep", 5)
+    await got.until("edit", 5)
+    await lifecycle.apply([spec("keep", "count: 0\nevery: 0.005"), spec("edit", "count: 0\nevery: 0.004")])
+    await lifecycle.apply([spec("keep", "count: 0\nevery: 0.005"), spec("edit", "count: 0\nevery: 0.004")])
+    seen = len(got.by_source["keep"])
+    kept = await got.until("keep", seen + 20)
+    assert kept == [f"keep-{i}".encode() for i in range(len(kept))], "no gap, no restart: numbering runs on"
+    assert JOURNAL.started.count("keep") == 1
+    assert JOURNAL.started.count("edit") == 2
+    edited = got.by_source["edit"]
+    assert edited.count(b"edit-0") == 2, "the edited source started again from its first event"
+
+
+async def test_a_removed_source_is_stopped_and_its_node_deleted(
+    server: GatewayServer, rig: tuple[Lifecycle, StatusBoard, Collected]
+) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("a", "count: 0\nevery: 0.01"), spec("gone", "count: 0\nevery: 0.01")])
+    await got.until("gone", 2)
+    await lifecycle.apply([spec("a", "count: 0\nevery: 0.01")])
+    assert "gone" not in status.nodes
+    async with asyncio.timeout(5):
+        while "gone" in server.servicer.running:
+            await asyncio.sleep(0.01)  # the server notices the cancelled stream on its own loop turn
+    assert "gone" in JOURNAL.stopped
+
+
+async def test_an_invalid_source_is_reported_and_the_others_run(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("good", "count: 0\nevery: 0.01"), spec("bad", "end: explode")])
+    await status.wait_for(phase("bad", Phase.ERROR))
+    assert "end:" in status.nodes["bad"].message
+    await got.until("good", 5)
+    assert "bad" not in JOURNAL.started
+
+
+async def test_a_completed_source_stays_completed(rig: tuple[Lifecycle, StatusBoard, Collected]) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("once", "count: 3")])
+    await status.wait_for(phase("once", Phase.COMPLETED))
+    assert await got.until("once", 3) == [b"once-0", b"once-1", b"once-2"]
+    assert JOURNAL.started.count("once") == 1
+
+
+async def test_a_source_failing_for_good_stays_in_error_until_its_config_changes(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, _ = rig
+    await lifecycle.apply([spec("f", "count: 1\nend: failed")])
+    await status.wait_for(phase("f", Phase.ERROR))
+    assert "the topic was deleted" in status.nodes["f"].message
+    assert JOURNAL.started.count("f") == 1
+    await lifecycle.apply([spec("f", "count: 1\nend: complete")])
+    await status.wait_for(phase("f", Phase.COMPLETED))
+
+
+async def test_a_source_that_faults_is_restarted_with_backoff(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("flaky", "count: 1\nend: unavailable")])
+    await got.until("flaky", 3)
+    assert JOURNAL.started.count("flaky") >= 3
+    assert status.nodes["flaky"].restarts >= 2
+
+
+async def test_the_client_waits_for_a_server_that_is_not_up_yet_and_resumes_after_a_restart() -> None:
+    from bench.procs import free_port
+
+    port = free_port()
+    status, got = StatusBoard(), Collected()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        lifecycle = Lifecycle(
+            eventing_stub(channel), status, got.sink, backoff=Backoff(0.02, 1.5, 0, cap=0.2)
+        )
+        await lifecycle.apply([spec("s", "count: 0\nevery: 0.01")])
+        await status.wait_for(phase("s", Phase.ERROR))
+        assert not status.server_connected
+        server = GatewayServer(TICK, ServerSettings(port=port, grace_period=0.5))
+        await server.start()
+        await got.until("s", 3)
+        assert status.server_connected
+        await server.stop()  # the server goes away: sources end with UNAVAILABLE
+        await status.wait_for(phase("s", Phase.ERROR))
+        seen = len(got.by_source["s"])
+        server = GatewayServer(TICK, ServerSettings(port=port, grace_period=0.5))
+        await server.start()
+        await got.until("s", seen + 3)
+        await status.wait_for(phase("s", Phase.RUNNING))
+        await lifecycle.close()
+        await server.stop()
