@@ -4,6 +4,7 @@
     gateway validate KIND FILE                    check a ConfigMap YAML: OK or the reasons, per key
     gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
     gateway client --event-sources FILE           the client alone, against a running server
+    (run and client: --subscriber URL ..., --format, --name, --ops-port, --when-full, --grace)
 
 Exit codes: 0 success (validate: all valid), 1 failure (validate: any invalid), 2 usage error.
 """
@@ -19,6 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from common import logs
+from common.client.app import ClientSettings
+from common.client.config_source import ConfigSource, FileConfigSource, StaticConfigSource
+from common.client.delivery.settings import DeliverySettings
+from common.client.model import Format
+from common.client.ops import DEFAULT_OPS_PORT
+from common.client.runner import DeliveryOptions, build_delivery, gateway_identity, run_client, run_standalone
+from common.client.subscribers import SubscriberError
 from common.configmap import EventSourceFileError, parse_event_sources
 from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
 from common.server.app import install_signal_handlers, serve
@@ -56,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run a gateway standalone: server and client in one process")
     run_cmd.add_argument("kind")
     run_cmd.add_argument("--event-sources", type=Path, default=None, help="ConfigMap YAML (default: a demo)")
+    _delivery_args(run_cmd, ops_default=-1)
 
     client_cmd = commands.add_parser("client", help="run the gateway client against a running server")
     client_cmd.add_argument(
@@ -64,7 +73,42 @@ def _parser() -> argparse.ArgumentParser:
     client_cmd.add_argument(
         "--event-sources", type=Path, required=True, help="ConfigMap YAML of event sources"
     )
+    client_cmd.add_argument(
+        "--kind", default="", help="the gateway kind, the CloudEvent type (default: from --name)"
+    )
+    _delivery_args(client_cmd, ops_default=DEFAULT_OPS_PORT)
     return parser
+
+
+def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int) -> None:
+    cmd.add_argument(
+        "--subscriber",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="http(s)://..., nats://host:port[/subject], jetstream://host:port[/subject]; ?format= per URL",
+    )
+    cmd.add_argument(
+        "--format", choices=[f.value for f in Format], default="binary", help="default event format"
+    )
+    cmd.add_argument(
+        "--name", default=os.environ.get("GATEWAY_NAME", ""), help="gateway name (CloudEvent source)"
+    )
+    cmd.add_argument(
+        "--when-full", choices=("block", "drop"), default="block", help="a full subscriber queue"
+    )
+    cmd.add_argument("--grace", type=float, default=10.0, help="seconds to drain queues on shutdown")
+    cmd.add_argument(
+        "--ops-port",
+        type=int,
+        default=ops_default,
+        help=f"/healthz /readyz /metrics port (-1: off; {ops_default})",
+    )
+
+
+def _delivery(args: argparse.Namespace) -> DeliveryOptions:
+    settings = DeliverySettings(when_full=args.when_full)
+    return DeliveryOptions(tuple(args.subscriber), Format(args.format), settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,14 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(LogSettings(format=args.log_format, level=level))
     try:
         if args.command == "client":
-            return _client(args.server, args.event_sources)
+            return _client(args)
         kind = load_kind(args.kind)
         if args.command == "serve":
             return _serve(kind, args)
         if args.command == "validate":
             return _validate(kind, args.file)
-        return _run(kind, args.event_sources)
-    except (UnknownKindError, SettingsError, EventSourceFileError, OSError) as exc:
+        return _run(kind, args)
+    except (UnknownKindError, SettingsError, EventSourceFileError, SubscriberError, OSError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -116,32 +160,40 @@ def _validate(kind: GatewayKind[Any], path: Path) -> int:
     return EXIT_OK if all(v.ok for v in verdicts) else EXIT_FAILED
 
 
-def _run(kind: GatewayKind[Any], path: Path | None) -> int:
-    from common.standalone import run_standalone
-
-    text = path.read_text() if path is not None else kind.demo
-    specs = parse_event_sources(text, origin=str(path) if path else f"the {kind.name} demo")
+def _run(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
+    path: Path | None = args.event_sources
+    config: ConfigSource
+    if path is None:
+        config = StaticConfigSource(kind.demo, f"the {kind.name} demo")
+    else:
+        config = FileConfigSource(path)
+    gateway = gateway_identity(kind.name, args.name)
+    delivery = build_delivery(_delivery(args), gateway, sys.stdout)
+    settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, grace_period=args.grace)
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_standalone(kind, specs, stop, sys.stdout)
+        await run_standalone(kind, config, delivery, stop, settings=settings)
 
     asyncio.run(main())
     return EXIT_OK
 
 
-def _client(server: str | None, path: Path) -> int:
-    from common.standalone import follow_all
-
+def _client(args: argparse.Namespace) -> int:
     pod = PodEnvironment.from_env()
-    target = server or f"localhost:{pod.server_port or DEFAULT_SERVER_PORT}"
-    specs = parse_event_sources(path.read_text(), origin=str(path))
+    target = args.server or f"localhost:{pod.server_port or DEFAULT_SERVER_PORT}"
+    name = args.name or pod.name
+    kind_name = args.kind or (name.removesuffix("-gateway") if name.endswith("-gateway") else "gateway")
+    gateway = gateway_identity(kind_name, name)
+    delivery = build_delivery(_delivery(args), gateway, sys.stdout)
+    settings = ClientSettings(server=target, ops_port=args.ops_port, grace_period=args.grace)
+    config = FileConfigSource(args.event_sources)
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await follow_all(target, specs, stop, sys.stdout)
+        await run_client(settings, config, delivery, stop)
 
     asyncio.run(main())
     return EXIT_OK

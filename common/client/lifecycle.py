@@ -55,13 +55,20 @@ class Lifecycle:
     """Runs one task per event source against the server behind ``stub``."""
 
     def __init__(
-        self, stub: EventingAsyncStub, status: StatusBoard, sink: Sink, *, backoff: Backoff | None = None
+        self,
+        stub: EventingAsyncStub,
+        status: StatusBoard,
+        sink: Sink,
+        *,
+        backoff: Backoff | None = None,
+        on_removed: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._stub = stub
         self._status = status
         self._sink = sink
         self._backoff = backoff or Backoff(duration=0.5, factor=2.0, jitter=0.2, cap=30.0)
         self._runners: dict[str, _Runner] = {}
+        self._on_removed = on_removed
 
     @property
     def sources(self) -> dict[str, EventSourceSpec]:
@@ -93,6 +100,8 @@ class Lifecycle:
         if removed:
             _log.info("Event source %r removed.", name, extra={"source": name})
             self._status.remove(name)
+            if self._on_removed is not None:
+                await self._on_removed(name)
 
     async def close(self) -> None:
         """Stop every source: its stream is cancelled, so no new event is taken."""

@@ -23,7 +23,7 @@ DELIVERY_RETRIES = Counter(
 )
 EVENTS_DROPPED = Counter(
     "gateway_events_dropped",
-    "Events given up on; reason: rejected (a permanent 4xx), too_large, queue_full (drop policy), shutdown.",
+    "Events given up on: rejected (permanent 4xx), too_large, queue_full, retries_exhausted, shutdown.",
     ["source", "subscriber", "reason"],
     registry=REGISTRY,
 )

@@ -47,7 +47,9 @@ class OpsServer:
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._port
-        _log.info("Operations endpoints on http://%s:%d (/healthz, /readyz, /metrics).", self._host, self.port)
+        _log.info(
+            "Operations endpoints on http://%s:%d (/healthz, /readyz, /metrics).", self._host, self.port
+        )
         return self.port
 
     async def stop(self) -> None:

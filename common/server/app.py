@@ -44,6 +44,10 @@ class GatewayServer:
             ("grpc.so_reuseport", 0),
             ("grpc.server.max_pending_requests", pending),
             ("grpc.server.max_pending_requests_hard_limit", pending),
+            # The client pings every 30 s to notice a dead server; allow it (gRPC refuses pings by default).
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 0),
         ]
         server = grpc.aio.server(options=options)
         eventing_pb2_grpc.add_EventingServicer_to_server(self.servicer, server)

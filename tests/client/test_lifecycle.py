@@ -62,7 +62,7 @@ async def rig(server: GatewayServer) -> AsyncIterator[tuple[Lifecycle, StatusBoa
         await lifecycle.close()
 
 
-def phase(name: str, wanted: Phase):  # type: ignore[no-untyped-def]
+def phase(name: str, wanted: Phase):
     return lambda board: name in board.nodes and board.nodes[name].phase is wanted
 
 

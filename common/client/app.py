@@ -1,0 +1,105 @@
+"""The gateway client process: config -> lifecycle -> delivery, with status and the ops port.
+
+Shutdown is staged: stop watching the config; stop every source (its stream is cancelled, so no new
+event is taken); drain the delivery queues within the grace period; close the ops port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+
+from common import tasks
+from common.client.config_source import ConfigSource
+from common.client.lifecycle import Lifecycle
+from common.client.model import ReceivedEvent
+from common.client.ops import DEFAULT_OPS_PORT, OpsServer
+from common.client.status import StatusBoard
+from common.rpc import eventing_stub
+
+_log = logging.getLogger(__name__)
+
+KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+"""A dead server is noticed within 40 s even when no event flows (the server permits these pings)."""
+
+
+class Delivery(Protocol):
+    """Where events go: the subscriber fan-out, or the stdout printer."""
+
+    async def start(self) -> None: ...
+    async def publish(self, received: ReceivedEvent) -> None: ...
+    async def remove_source(self, source: str, grace: float) -> None: ...
+    async def close(self, grace: float) -> None: ...
+    def status(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """The gateway client."""
+
+    server: str = "localhost:9330"
+    """``host:port`` of the gateway server; one channel to it, reused by every source."""
+    ops_host: str = "0.0.0.0"
+    """Interface of the ops port: probes and Prometheus come from outside the pod."""
+    ops_port: int = DEFAULT_OPS_PORT
+    """``/healthz``, ``/readyz``, ``/metrics``; 0 picks a free port, -1 turns the port off."""
+    grace_period: float = 10.0
+    """Seconds a shutdown waits for queued events to be delivered before counting them as dropped."""
+    channel_options: tuple[tuple[str, int], ...] = field(default_factory=lambda: tuple(KEEPALIVE))
+    """gRPC channel options (keepalive)."""
+
+
+class GatewayClient:
+    """Runs until ``stop`` is set; ``status`` and ``ops_port`` are there for probes and tests."""
+
+    def __init__(self, settings: ClientSettings, config: ConfigSource, delivery: Delivery) -> None:
+        self.settings = settings
+        self.config = config
+        self.delivery = delivery
+        self.status = StatusBoard()
+        self.ops_port = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        ops = None
+        if self.settings.ops_port >= 0:
+            ops = OpsServer(self.status, self.settings.ops_host, self.settings.ops_port, self._extra)
+            self.ops_port = await ops.start()
+        await self.delivery.start()
+        async with grpc.aio.insecure_channel(
+            self.settings.server, options=list(self.settings.channel_options)
+        ) as ch:
+            lifecycle = Lifecycle(
+                eventing_stub(ch), self.status, self.delivery.publish, on_removed=self._removed
+            )
+            watcher = tasks.start(self._watch(lifecycle), name="event-source config watch", eternal=True)
+            try:
+                await stop.wait()
+            finally:
+                _log.info("Stopping: no new config, no new events.")
+                await tasks.stop(watcher, timeout=5.0)
+                await lifecycle.close()
+                _log.info("Draining delivery queues (grace %.1fs).", self.settings.grace_period)
+                await self.delivery.close(self.settings.grace_period)
+                if ops is not None:
+                    await ops.stop()
+                _log.info("The gateway client has stopped.")
+
+    async def _watch(self, lifecycle: Lifecycle) -> None:
+        async for snapshot in self.config.snapshots():
+            self.status.config(True, f"{len(snapshot.specs)} event source(s) from {snapshot.origin}")
+            await lifecycle.apply(snapshot.specs)
+
+    async def _removed(self, source: str) -> None:
+        await self.delivery.remove_source(source, self.settings.grace_period)
+
+    def _extra(self) -> dict[str, Any]:
+        return {"subscribers": self.delivery.status()}

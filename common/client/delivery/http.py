@@ -1,0 +1,117 @@
+"""HTTP delivery: one POST per event over one pooled session per subscriber.
+
+2xx means accepted. 408, 429, 5xx and transport faults (refused, reset, timeout) are retryable, with
+the server's ``Retry-After`` (seconds or an HTTP date) as advice, capped. Any other status is a
+permanent rejection: a v0.11 sensor answers 400 for a source it does not know, and resending will not
+change its mind. Every response body is read, so its connection goes back to the pool (v0.11 never
+closed them). Redirects are not followed: re-POSTing an event elsewhere is the operator's call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from common.client.delivery.errors import PermanentDeliveryError, RetryableDeliveryError
+from common.client.delivery.settings import DeliverySettings
+from common.client.model import Message
+from common.client.subscribers import SubscriberSpec
+
+_log = logging.getLogger(__name__)
+RETRYABLE_STATUSES = frozenset({408, 429})
+"""Client-error statuses that mean "not now" rather than "never"; every 5xx is retryable too."""
+
+
+class HttpTransport:
+    """POSTs each message of a batch, in order, to one HTTP subscriber."""
+
+    name = "http"
+
+    def __init__(self, spec: SubscriberSpec, settings: DeliverySettings) -> None:
+        self._spec = spec
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._reachable = False
+        self.max_batch = settings.queue_size
+        """HTTP takes everything queued: each message is its own request anyway."""
+
+    @property
+    def connected(self) -> bool:
+        """False from a request that could not reach the server until one does (whatever it answers)."""
+        return self._reachable
+
+    async def connect(self) -> None:
+        """Open the pooled session; no request is made until there is an event."""
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout)
+            # No pool limit: each lane has at most one request in flight, so sources bound it already,
+            # and a pool wait would eat into the request timeout.
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+            self._reachable = True
+
+    async def send(self, batch: Sequence[Message]) -> None:
+        """POST each message in order; on a failure, the error's ``accepted`` counts those taken."""
+        for index, message in enumerate(batch):
+            await self._post(message, accepted=index)
+
+    async def close(self) -> None:
+        """Close the session and its pooled connections."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def _post(self, message: Message, *, accepted: int) -> None:
+        display = self._spec.display
+        if self._session is None:
+            raise RetryableDeliveryError(display, "not connected yet", accepted=accepted)
+        try:
+            async with self._session.post(
+                self._spec.address, data=message.body, headers=dict(message.headers), allow_redirects=False
+            ) as response:
+                text = await response.read()
+                status, retry_after = response.status, response.headers.get("Retry-After")
+        except TimeoutError as exc:
+            self._reachable = False
+            raise RetryableDeliveryError(
+                display, f"no answer within {self._settings.request_timeout:g}s", accepted=accepted
+            ) from exc
+        except aiohttp.ClientError as exc:
+            self._reachable = False
+            raise RetryableDeliveryError(
+                display, f"request failed: {type(exc).__name__}: {exc}", accepted=accepted
+            ) from exc
+        self._reachable = True
+        if 200 <= status < 300:
+            return
+        said = f"HTTP {status}: {_snippet(text)}"
+        if status in RETRYABLE_STATUSES or status >= 500:
+            advice = parse_retry_after(retry_after, cap=self._settings.retry_after_cap)
+            raise RetryableDeliveryError(display, said, retry_after=advice, accepted=accepted)
+        raise PermanentDeliveryError(display, said, reason="rejected", accepted=accepted)
+
+
+def parse_retry_after(value: str | None, *, cap: float, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), within ``[0, cap]``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        _log.debug("Ignoring an unreadable Retry-After header: %r", value)
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max((when - (now or datetime.now(UTC))).total_seconds(), 0.0), cap)
+
+
+def _snippet(body: bytes, limit: int = 200) -> str:
+    text = body.decode("utf-8", "replace").strip()
+    return (text[:limit] + "...") if len(text) > limit else (text or "(no body)")

@@ -1,0 +1,307 @@
+"""One subscriber: a transport and, per event source, a lane (a bounded FIFO and the task draining it).
+
+A lane's worker takes everything queued (up to the transport's batch size), sends it, and on a
+retryable error sends the same messages again after a backoff delay: the head of the line waits, so
+the order of one source's events is never broken. A transport reports partial progress through the
+error's ``accepted``: those messages count as delivered and are never resent; after a permanent error
+the message at that index is dropped (counted and logged with its event id) and the rest go on.
+Sources do not wait for each other: each has its own lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypedDict
+
+from common import retry, tasks
+from common.client.delivery.errors import PermanentDeliveryError, RetryableDeliveryError
+from common.client.delivery.http import HttpTransport
+from common.client.delivery.nats import NatsTransport
+from common.client.delivery.settings import DeliverySettings
+from common.client.metrics import (
+    DELIVERY_LATENCY,
+    DELIVERY_RETRIES,
+    EVENTS_DELIVERED,
+    EVENTS_DROPPED,
+    QUEUE_DEPTH,
+)
+from common.client.model import Message
+from common.client.subscribers import SubscriberSpec
+from common.logs import SourceLogger
+
+_log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    """How events reach one subscriber. Errors are ``DeliveryError`` subclasses, never a library's."""
+
+    name: str
+    """``http``, ``nats`` or ``jetstream``."""
+    max_batch: int
+    """Most messages handed to one ``send``."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the subscriber was reachable at the last contact."""
+        ...
+
+    async def connect(self) -> None:
+        """Prepare to send; never waits long for a peer that is down (sends retry until it is up)."""
+
+    async def send(self, batch: Sequence[Message]) -> None:
+        """Deliver ``batch`` in order, all of it, or raise an error whose ``accepted`` counts the head
+        of the batch the subscriber took (never to be resent)."""
+
+    async def close(self) -> None:
+        """Release connections; idempotent."""
+
+
+def transport_for(spec: SubscriberSpec, settings: DeliverySettings, *, gateway: str) -> Transport:
+    """The transport for ``spec``'s scheme."""
+    if spec.is_nats:
+        return NatsTransport(spec, settings, gateway=gateway)
+    return HttpTransport(spec, settings)
+
+
+class SubscriberStatus(TypedDict):
+    """What ``Subscriber.status`` reports."""
+
+    subscriber: str
+    connected: bool
+    last_error: str | None
+    queued: int
+    delivered: int
+    retried: int
+    dropped: dict[str, int]
+
+
+@dataclass(eq=False)
+class _Lane:
+    source: str
+    queue: asyncio.Queue[Message]
+    log: SourceLogger
+    task: asyncio.Task[None] | None = None
+    in_flight: list[Message] = field(default_factory=list)
+    """The taken but not yet settled messages, oldest first."""
+    closed: bool = False
+
+
+class Subscriber:
+    """Delivers events to one subscriber, one ordered lane per event source."""
+
+    def __init__(
+        self,
+        spec: SubscriberSpec,
+        settings: DeliverySettings,
+        *,
+        gateway: str,
+        transport: Transport | None = None,
+    ) -> None:
+        self.spec = spec
+        self._settings = settings
+        self._transport = transport or transport_for(spec, settings, gateway=gateway)
+        self._lanes: dict[str, _Lane] = {}
+        self._started = False
+        self._closing = False
+        self._last_error: str | None = None
+        self._delivered = 0
+        self._retried = 0
+        self._dropped: Counter[str] = Counter()
+        self._depth = QUEUE_DEPTH.labels(subscriber=spec.display)
+
+    @property
+    def display(self) -> str:
+        """The subscriber URL without credentials."""
+        return self.spec.display
+
+    async def start(self) -> None:
+        """Open the transport (a peer that is down is retried on delivery, not waited for here)."""
+        await self._transport.connect()
+        self._started = True
+
+    async def put(self, message: Message) -> None:
+        """Queue ``message`` on its source's lane; when full, wait (``block``) or drop it (``drop``)."""
+        if not self._started:
+            raise RuntimeError(f"subscriber {self.display}: put() before start()")
+        if self._closing:
+            lane = self._lane(message.source, create=False)
+            self._drop(lane, [message], "shutdown", "the subscriber is closing", queued=False)
+            return
+        lane = self._lane(message.source)
+        if lane.queue.full() and self._settings.when_full == "drop":
+            self._drop(lane, [message], "queue_full", "its queue is full", queued=False)
+            return
+        await lane.queue.put(message)
+        self._depth.inc()
+        if lane.closed:  # the lane was stopped while this put waited for room
+            self._discard(lane)
+
+    async def remove_source(self, source: str, grace: float) -> None:
+        """Drain ``source``'s lane for up to ``grace`` seconds, then stop it; leftovers are dropped."""
+        lane = self._lanes.get(source)
+        if lane is None:
+            return
+        await self._drain([lane], grace)
+        await self._stop(lane)
+        if self._lanes.get(source) is lane:
+            del self._lanes[source]
+
+    async def close(self, grace: float) -> None:
+        """Stop taking events, drain for up to ``grace`` seconds, then stop; leftovers are dropped."""
+        self._closing = True
+        lanes = list(self._lanes.values())
+        await self._drain(lanes, grace)
+        for lane in lanes:
+            await self._stop(lane)
+        await self._transport.close()
+
+    def status(self) -> SubscriberStatus:
+        """Reachability, the last error (None once delivery works again) and the counters."""
+        return SubscriberStatus(
+            subscriber=self.display,
+            connected=self._transport.connected,
+            last_error=self._last_error,
+            queued=sum(lane.queue.qsize() + len(lane.in_flight) for lane in self._lanes.values()),
+            delivered=self._delivered,
+            retried=self._retried,
+            dropped=dict(sorted(self._dropped.items())),
+        )
+
+    def _lane(self, source: str, *, create: bool = True) -> _Lane:
+        lane = self._lanes.get(source)
+        if lane is None:
+            lane = _Lane(source, asyncio.Queue(self._settings.queue_size), SourceLogger(_log, source))
+            if create:
+                self._lanes[source] = lane
+                name = f"deliver {source!r} -> {self.display}"
+                lane.task = tasks.start(self._work(lane), name=name, logger=lane.log, eternal=True)
+        return lane
+
+    async def _work(self, lane: _Lane) -> None:
+        while True:
+            batch = [await lane.queue.get()]
+            while len(batch) < self._transport.max_batch and not lane.queue.empty():
+                batch.append(lane.queue.get_nowait())
+            try:
+                await self._deliver(lane, batch)
+            finally:
+                for _ in range(len(batch)):
+                    lane.queue.task_done()
+
+    async def _deliver(self, lane: _Lane, batch: list[Message]) -> None:
+        """Send ``batch`` until every message is delivered or dropped, retrying the unsent head."""
+        what = f"deliver {lane.source!r} -> {self.display}"
+        backoff = self._settings.retry
+        total = str(backoff.steps) if backoff.steps else "inf"
+        lane.in_flight = list(batch)  # a copy: settling and dropping shrink it, ``batch`` stays whole
+        delays, attempt = backoff.delays(), 0
+        while lane.in_flight:
+            attempt += 1
+            error = await self._attempt(lane, what, attempt)
+            if error is None:  # all delivered, or one refused and dropped: the rest start afresh
+                delays, attempt = backoff.delays(), 0
+                continue
+            if error.accepted:  # progress: the failure is the next message's first
+                delays, attempt = backoff.delays(), 1
+            delay = next(delays, None)
+            if delay is None:
+                lane.log.error("%s: attempt #%d/%s failed; giving up: %s", what, attempt, total, error.detail)
+                left, lane.in_flight = lane.in_flight, []
+                self._drop(lane, left, "retries_exhausted", error.detail)
+                return
+            if error.retry_after is not None:
+                delay = min(max(delay, error.retry_after), self._settings.retry_after_cap)
+            self._retried += 1
+            DELIVERY_RETRIES.labels(source=lane.source, subscriber=self.display).inc()
+            lane.log.warning(
+                "%s: attempt #%d/%s failed; will retry in %.2fs: %s",
+                what,
+                attempt,
+                total,
+                delay,
+                error.detail,
+            )
+            await retry.sleep(delay)
+
+    async def _attempt(self, lane: _Lane, what: str, attempt: int) -> RetryableDeliveryError | None:
+        """Send the in-flight messages once and settle what the outcome says; the error to retry on."""
+        try:
+            await self._transport.send(lane.in_flight)
+        except RetryableDeliveryError as exc:
+            error = exc
+        except PermanentDeliveryError as exc:
+            self._settle(lane, exc.accepted)
+            self._last_error = exc.detail
+            self._drop(lane, lane.in_flight[:1], exc.reason, exc.detail)
+            del lane.in_flight[:1]
+            return None
+        except Exception as exc:  # untranslated: a transport bug, but retrying beats a dead lane
+            lane.log.exception("%s: the transport raised an unexpected error.", what)
+            error = RetryableDeliveryError(self.display, f"unexpected error: {exc!r}")
+        else:
+            self._settle(lane, len(lane.in_flight))
+            self._last_error = None
+            if attempt > 1:
+                lane.log.info("%s: attempt #%d succeeded.", what, attempt)
+            return None
+        self._settle(lane, error.accepted)
+        self._last_error = error.detail
+        return error
+
+    def _settle(self, lane: _Lane, count: int) -> None:
+        """The first ``count`` in-flight messages were accepted."""
+        if count <= 0:
+            return
+        done, lane.in_flight = lane.in_flight[:count], lane.in_flight[count:]
+        now = time.monotonic()
+        latency = DELIVERY_LATENCY.labels(subscriber=self.display)
+        for message in done:
+            if message.received_at > 0:
+                latency.observe(max(now - message.received_at, 0.0))
+        EVENTS_DELIVERED.labels(source=lane.source, subscriber=self.display).inc(count)
+        self._delivered += count
+        self._depth.dec(count)
+
+    def _drop(
+        self, lane: _Lane, messages: Sequence[Message], reason: str, why: str, *, queued: bool = True
+    ) -> None:
+        """Give up on ``messages`` (already out of the lane): count them and log their ids."""
+        if not messages:
+            return
+        count = len(messages)
+        EVENTS_DROPPED.labels(source=lane.source, subscriber=self.display, reason=reason).inc(count)
+        self._dropped[reason] += count
+        if queued:
+            self._depth.dec(count)
+        ids = ", ".join(m.event_id for m in messages[:10]) + (f" and {count - 10} more" if count > 10 else "")
+        level = logging.WARNING if reason in ("shutdown", "queue_full") else logging.ERROR
+        lane.log.log(level, "Dropped %d event(s) for %s (%s: %s): %s", count, self.display, reason, why, ids)
+
+    async def _drain(self, lanes: Sequence[_Lane], grace: float) -> None:
+        try:
+            async with asyncio.timeout(grace):
+                for lane in lanes:
+                    await lane.queue.join()
+        except TimeoutError:
+            waiting = sum(lane.queue.qsize() + len(lane.in_flight) for lane in lanes)
+            _log.warning("%s: %d events still undelivered after %.1fs.", self.display, waiting, grace)
+
+    async def _stop(self, lane: _Lane) -> None:
+        lane.closed = True
+        if lane.task is not None:
+            await tasks.stop(lane.task, timeout=self._settings.request_timeout, logger=lane.log)
+        self._discard(lane)
+
+    def _discard(self, lane: _Lane) -> None:
+        """Drop what a stopped lane still holds."""
+        left = list(lane.in_flight)
+        lane.in_flight = []
+        while not lane.queue.empty():
+            left.append(lane.queue.get_nowait())
+            lane.queue.task_done()
+        self._drop(lane, left, "shutdown", "stopped before they could be delivered")

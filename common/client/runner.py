@@ -1,0 +1,114 @@
+"""Putting a client together: ``gateway client`` (against a server) and ``gateway run`` (standalone).
+
+Standalone runs the server and the client in one process, talking gRPC over a loopback port exactly
+as the two containers of a pod do, so what works standalone works in a pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from common.client.app import ClientSettings, Delivery, GatewayClient
+from common.client.cloudevent import encode
+from common.client.config_source import ConfigSource
+from common.client.delivery.fanout import Fanout
+from common.client.delivery.settings import DeliverySettings
+from common.client.delivery.subscriber import Subscriber
+from common.client.model import Format, GatewayIdentity, Message, ReceivedEvent
+from common.client.printer import Printer
+from common.client.subscribers import parse_subscriber
+from common.kinds import GatewayKind
+from common.server.app import GatewayServer
+from common.settings import ServerSettings
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    """Where and how events are delivered."""
+
+    subscribers: tuple[str, ...] = ()
+    """Subscriber URLs; none prints each CloudEvent as a JSON line on stdout."""
+    format: Format = Format.BINARY
+    """The default format; a URL's ``?format=`` overrides it."""
+    settings: DeliverySettings = field(default_factory=DeliverySettings)
+    """Queues, retries and timeouts."""
+
+
+class FanoutDelivery:
+    """The subscribers' fan-out, encoding with this gateway's identity."""
+
+    def __init__(self, fanout: Fanout, gateway: GatewayIdentity) -> None:
+        self.fanout = fanout
+        self._gateway = gateway
+
+    def _encode(self, received: ReceivedEvent, fmt: Format) -> Message:
+        return encode(received, self._gateway, fmt, received_monotonic=time.monotonic())
+
+    async def start(self) -> None:
+        await self.fanout.start()
+
+    async def publish(self, received: ReceivedEvent) -> None:
+        await self.fanout.publish(received, self._encode)
+
+    async def remove_source(self, source: str, grace: float) -> None:
+        await self.fanout.remove_source(source, grace)
+
+    async def close(self, grace: float) -> None:
+        await self.fanout.close(grace)
+
+    def status(self) -> list[dict[str, Any]]:
+        return [dict(s) for s in self.fanout.status()]
+
+
+def build_delivery(options: DeliveryOptions, gateway: GatewayIdentity, out: TextIO) -> Delivery:
+    """The fan-out to ``options.subscribers``, or the stdout printer when there are none."""
+    if not options.subscribers:
+        return Printer(gateway, out)
+    specs = [parse_subscriber(url, options.format) for url in options.subscribers]
+    subscribers = [Subscriber(spec, options.settings, gateway=gateway.name) for spec in specs]
+    return FanoutDelivery(Fanout(subscribers), gateway)
+
+
+async def run_client(
+    settings: ClientSettings, config: ConfigSource, delivery: Delivery, stop: asyncio.Event
+) -> GatewayClient:
+    """Run a client until ``stop`` is set."""
+    client = GatewayClient(settings, config, delivery)
+    await client.run(stop)
+    return client
+
+
+async def run_standalone(
+    kind: GatewayKind[Any],
+    config: ConfigSource,
+    delivery: Delivery,
+    stop: asyncio.Event,
+    *,
+    settings: ClientSettings,
+) -> None:
+    """Serve ``kind`` on a free loopback port and run a client against it until ``stop`` is set."""
+    server = GatewayServer(kind, ServerSettings(port=0))
+    port = await server.start()
+    try:
+        client_settings = ClientSettings(
+            server=f"127.0.0.1:{port}",
+            ops_host=settings.ops_host,
+            ops_port=settings.ops_port,
+            grace_period=settings.grace_period,
+        )
+        await run_client(client_settings, config, delivery, stop)
+    finally:
+        await server.stop(grace=2.0)
+
+
+def gateway_identity(kind: str, name: str) -> GatewayIdentity:
+    """``--name``, else ``GATEWAY_NAME``, else ``<kind>-gateway``."""
+    return GatewayIdentity(name=name or f"{kind}-gateway", kind=kind)
+
+
+def subscriber_urls(values: Sequence[str] | None) -> tuple[str, ...]:
+    return tuple(values or ())
