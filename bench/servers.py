@@ -1,8 +1,13 @@
 """The server side of each benchmark, run in its own process (``python -m bench.servers MODE ...``).
 
-stream-gateway PORT N   the gateway server base streaming N events of a bench kind per call
-stream-raw PORT N       a bare grpc.aio Eventing server streaming the same N messages
-calendar PORT OUT       the calendar gateway, recording each fire's lateness; written to OUT on SIGTERM
+stream-gateway PORT N           the gateway server base streaming N events of a bench kind per call
+stream-raw PORT N               a bare grpc.aio Eventing server streaming the same N messages
+stream-paced PORT N RATE        the gateway server base streaming N events per call at RATE events/s, each
+                                stamped (``time``) when the source yields it; a source's ``data`` is its
+                                phase, a fraction of one interval (so S sources can interleave evenly)
+calendar PORT OUT               the calendar gateway, recording each fire's lateness; written to OUT on SIGTERM
+http-sink PORT                  an HTTP subscriber (``bench.sinks``): 200 to every POST /, counted per source
+nats-sink PORT NATS_URL PREFIX  a NATS subscriber on ``PREFIX.>`` (``bench.sinks``); stats served on PORT
 """
 
 from __future__ import annotations
@@ -42,6 +47,27 @@ async def _serve_gateway(port: int, count: int) -> None:
             yield event
 
     kind: GatewayKind[None] = GatewayKind(name="bench", parse=lambda data: None, run=run)
+    server = GatewayServer(kind, ServerSettings(port=port))
+    await server.start()
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await stop.wait()
+    await server.stop(grace=1.0)
+
+
+async def _serve_paced(port: int, count: int, rate: float) -> None:
+    async def run(ctx: SourceContext, phase: float) -> AsyncGenerator[SourceEvent, None]:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + phase / rate
+        for i in range(count):
+            delay = start + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield SourceEvent(
+                payload=PAYLOAD, id=f"bench:{i}", time=datetime.now(UTC), content_type="application/json"
+            )
+
+    kind: GatewayKind[float] = GatewayKind(name="bench", parse=lambda data: float(data or 0), run=run)
     server = GatewayServer(kind, ServerSettings(port=port))
     await server.start()
     stop = asyncio.Event()
@@ -112,8 +138,18 @@ def main(argv: list[str]) -> None:
         asyncio.run(_serve_gateway(port, int(argv[2])))
     elif mode == "stream-raw":
         asyncio.run(_serve_raw(port, int(argv[2])))
+    elif mode == "stream-paced":
+        asyncio.run(_serve_paced(port, int(argv[2]), float(argv[3])))
     elif mode == "calendar":
         asyncio.run(_serve_calendar(port, argv[2]))
+    elif mode == "http-sink":
+        from bench.sinks import serve_http_sink
+
+        asyncio.run(serve_http_sink(port))
+    elif mode == "nats-sink":
+        from bench.sinks import serve_nats_sink
+
+        asyncio.run(serve_nats_sink(port, argv[2], argv[3]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

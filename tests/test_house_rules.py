@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 
 from common import settings
+from common.client import app as client_app
+from common.client import runner
+from common.client.delivery import settings as delivery_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [p for d in ("common", "gateways") for p in (ROOT / d).rglob("*.py") if "_pb2" not in p.name]
 
 
 def _attribute_docstrings(cls: type) -> set[str]:
-    tree = ast.parse(Path(settings.__file__).read_text())
+    tree = ast.parse(Path(inspect.getfile(cls)).read_text())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
     documented = set()
     for stmt, following in zip(node.body, node.body[1:], strict=False):
@@ -25,7 +29,13 @@ def _attribute_docstrings(cls: type) -> set[str]:
     return documented
 
 
-SETTINGS = [c for c in vars(settings).values() if dataclasses.is_dataclass(c) and isinstance(c, type)]
+SETTINGS_MODULES = [settings, client_app, delivery_settings, runner]
+SETTINGS = [
+    c
+    for module in SETTINGS_MODULES
+    for c in vars(module).values()
+    if dataclasses.is_dataclass(c) and isinstance(c, type) and c.__module__ == module.__name__
+]
 
 
 @pytest.mark.parametrize("cls", SETTINGS, ids=lambda c: c.__name__)

@@ -17,6 +17,7 @@ from common.retry import Backoff
 from common.rpc import eventing_stub
 from common.server.app import GatewayServer
 from common.settings import ServerSettings
+from tests.harness.processes import free_port
 from tests.kinds import JOURNAL, TICK
 
 
@@ -151,8 +152,6 @@ async def test_a_source_that_faults_is_restarted_with_backoff(
 
 
 async def test_the_client_waits_for_a_server_that_is_not_up_yet_and_resumes_after_a_restart() -> None:
-    from bench.procs import free_port
-
     port = free_port()
     status, got = StatusBoard(), Collected()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

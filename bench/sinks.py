@@ -1,0 +1,143 @@
+"""Benchmark subscribers, each run in its own process by ``bench.servers`` (``http-sink``, ``nats-sink``).
+
+A sink takes CloudEvents in binary mode (``ce-*`` HTTP or NATS headers) and records, per event, when
+it arrived (``time.time()``, after the body was read), the source (``ce-subject``), the sequence
+number (the ``N`` of ``ce-id: bench:N``) and, from ``ce-time``, how long after the load generator
+stamped it the event arrived. An event whose number is not its source's previous number plus one is
+an order violation (a reorder, a duplicate or a gap).
+
+Control, on the sink's HTTP port:
+
+* ``GET /stats?count=N&timeout=T``: waits up to T seconds for N events in all, then answers the
+  stats as JSON: ``events``, ``per_source``, ``order_violations``, ``first``/``last`` arrival,
+  ``arrivals`` and ``latencies`` (seconds, in arrival order), and ``cpu_s``, the sink's own CPU
+  seconds since the last reset (CPU seconds over the arrival window near 1 means the sink was the
+  bottleneck).
+* ``POST /reset``: forget everything (between rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from common.server.app import install_signal_handlers
+
+
+class Recorder:
+    """What a sink has received since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.last: dict[str, int] = {}
+        self.per_source: dict[str, int] = {}
+        self.order_violations = 0
+        self.unreadable = 0
+        self.arrivals: list[float] = []
+        self.latencies: list[float] = []
+        self.cpu_base = time.process_time()
+        self.target = 0
+        self.reached = asyncio.Event()
+
+    def record(self, headers: Mapping[str, str], now: float) -> None:
+        source, event_id, sent = headers.get("ce-subject"), headers.get("ce-id"), headers.get("ce-time")
+        if source is None or event_id is None:
+            self.unreadable += 1
+            return
+        seq = int(event_id.rpartition(":")[2])
+        if seq != self.last.get(source, -1) + 1:
+            self.order_violations += 1
+        self.last[source] = seq
+        self.per_source[source] = self.per_source.get(source, 0) + 1
+        self.arrivals.append(now)
+        if sent:
+            self.latencies.append(now - datetime.fromisoformat(sent).timestamp())
+        if self.target and len(self.arrivals) >= self.target:
+            self.reached.set()
+
+    async def stats(self, count: int, timeout: float) -> dict[str, Any]:
+        if count:
+            self.target = count
+            if len(self.arrivals) >= count:
+                self.reached.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.reached.wait(), timeout)
+        return {
+            "events": len(self.arrivals),
+            "per_source": dict(sorted(self.per_source.items())),
+            "order_violations": self.order_violations,
+            "unreadable": self.unreadable,
+            "first": self.arrivals[0] if self.arrivals else 0.0,
+            "last": self.arrivals[-1] if self.arrivals else 0.0,
+            "arrivals": self.arrivals,
+            "latencies": self.latencies,
+            "cpu_s": time.process_time() - self.cpu_base,
+        }
+
+
+def _control_routes(app: web.Application, recorder: Recorder) -> None:
+    async def stats(request: web.Request) -> web.Response:
+        count = int(request.query.get("count", "0"))
+        timeout = float(request.query.get("timeout", "0"))
+        return web.json_response(await recorder.stats(count, timeout))
+
+    async def reset(request: web.Request) -> web.Response:
+        recorder.reset()
+        return web.Response(text="reset")
+
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/reset", reset)
+
+
+async def _serve(app: web.Application, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await stop.wait()
+    await runner.cleanup()
+
+
+async def serve_http_sink(port: int) -> None:
+    """Answer 200 to every POST /, recording it; control on the same port."""
+    recorder = Recorder()
+
+    async def event(request: web.Request) -> web.Response:
+        await request.read()
+        recorder.record(request.headers, time.time())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/", event)
+    _control_routes(app, recorder)
+    await _serve(app, port)
+
+
+async def serve_nats_sink(port: int, url: str, prefix: str) -> None:
+    """Subscribe to ``PREFIX.>`` on the NATS server at ``url``, recording each message; control on
+    ``port`` (listening only once the subscription is in place at the server)."""
+    import nats
+
+    recorder = Recorder()
+
+    async def event(msg: Any) -> None:
+        recorder.record(msg.headers or {}, time.time())
+
+    nc = await nats.connect(url, name="bench sink")
+    await nc.subscribe(f"{prefix}.>", cb=event, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    await nc.flush()
+    app = web.Application()
+    _control_routes(app, recorder)
+    try:
+        await _serve(app, port)
+    finally:
+        await nc.close()
