@@ -152,7 +152,9 @@ def _validate(kind: GatewayKind[Any], path: Path) -> int:
     except EventSourceFileError as exc:
         print(f"INVALID {path}: {exc}")
         return EXIT_FAILED
-    verdicts = validate_all(kind, specs)
+    pod = PodEnvironment.from_env()
+    reserved = frozenset({pod.server_port or DEFAULT_SERVER_PORT, DEFAULT_OPS_PORT})
+    verdicts = validate_all(kind, specs, reserved)
     for verdict in verdicts:
         print(f"OK      {verdict.name}" if verdict.ok else f"INVALID {verdict.name}: {verdict.error}")
     if not verdicts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,10 @@ EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 RESERVED_ATTRIBUTES = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
 )
+
+
+class NotWritten(Exception):
+    """The stream ended before the event was written to it."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class SourceEvent:
     """The media type of ``payload``."""
     extensions: Mapping[str, str] = field(default_factory=dict)
     """CloudEvent extension attributes; a value may be JSON text."""
+    written: asyncio.Future[None] | None = field(default=None, compare=False, repr=False)
+    """Resolved once the event has been written to the gRPC stream; failed with ``NotWritten`` if the
+    stream ends first. For sources that must answer their caller only after the hand-off (webhook)."""
 
     def __post_init__(self) -> None:
         for name in self.extensions:

@@ -35,8 +35,10 @@ class SourceContext:
     """A logger that tags each record with the source name."""
 
 
-Clashes = Callable[[str, C, Mapping[str, C]], dict[str, str]]
-"""(name, config, the other sources' configs) -> ``{field: problem}`` for each clash; empty if none."""
+Clashes = Callable[[str, C, Mapping[str, C], frozenset[int]], dict[str, str]]
+"""(name, config, the other sources' configs, reserved ports) -> ``{field: problem}`` for each clash.
+
+Reserved ports are the gateway's own: its gRPC port and the client's ops port."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,13 @@ class GatewayKind(Generic[C]):
         except ConfigError as exc:
             raise exc.for_source(name) from None
 
-    def check_clashes(self, name: str, config: C, others: Mapping[str, C]) -> None:
-        """Raise ``ConfigError`` for ``name`` when it clashes with any of ``others``."""
+    def check_clashes(
+        self, name: str, config: C, others: Mapping[str, C], reserved: frozenset[int] = frozenset()
+    ) -> None:
+        """Raise ``ConfigError`` for ``name`` when it clashes with any of ``others`` or a reserved port."""
         if self.clashes is None:
             return
-        problems = self.clashes(name, config, _Without(others, name))
+        problems = self.clashes(name, config, _Without(others, name), reserved)
         if problems:
             raise ConfigError(problems, source=name)
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_SERVER_PORT = 9330
 """The gRPC port every v0.11 example uses (``processorPort: "9330"``)."""
+DEFAULT_OPS_PORT = 9331
+"""The client's operations port (``/healthz``, ``/readyz``, ``/metrics``), next to the gRPC port."""
 
 
 class SettingsError(ValueError):
@@ -90,6 +92,8 @@ class ServerSettings:
     """Events a source may run ahead of its gRPC stream before it is paused (back-pressure)."""
     stop_timeout: float = 5.0
     """Seconds a cancelled source gets to clean up before it is abandoned with an error log."""
+    ops_port: int = DEFAULT_OPS_PORT
+    """The client's ops port in the same pod: kept free, so no source may listen on it."""
     max_pending_rpcs: int = 50_000
     """Calls gRPC may hold before the server accepts them. gRPC's own limits (1,000, hard 3,000)
     cancel calls when a client starts thousands of sources at once; this covers 10,000 and more."""

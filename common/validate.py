@@ -23,7 +23,9 @@ class Verdict:
         return self.error is None
 
 
-def validate_all(kind: GatewayKind[Any], specs: Sequence[EventSourceSpec]) -> list[Verdict]:
+def validate_all(
+    kind: GatewayKind[Any], specs: Sequence[EventSourceSpec], reserved: frozenset[int] = frozenset()
+) -> list[Verdict]:
     """One verdict per source, in file order; clashes between sources are reported on each side."""
     configs: dict[str, Any] = {}
     errors: dict[str, ConfigError] = {}
@@ -34,7 +36,7 @@ def validate_all(kind: GatewayKind[Any], specs: Sequence[EventSourceSpec]) -> li
             errors[spec.name] = exc
     for name, config in configs.items():
         try:
-            kind.check_clashes(name, config, configs)
+            kind.check_clashes(name, config, configs, reserved)
         except ConfigError as exc:
             errors[name] = exc
     return [Verdict(spec.name, errors.get(spec.name)) for spec in specs]

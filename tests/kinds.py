@@ -73,7 +73,11 @@ async def run(ctx: SourceContext, config: TickConfig) -> AsyncGenerator[SourceEv
         JOURNAL.stopped.append(ctx.name)
 
 
-def clashes(name: str, config: TickConfig, others: Mapping[str, TickConfig]) -> dict[str, str]:
+def clashes(
+    name: str, config: TickConfig, others: Mapping[str, TickConfig], reserved: frozenset[int]
+) -> dict[str, str]:
+    if config.port in reserved:
+        return {"port": f"port {config.port} is reserved for the gateway itself"}
     users = [other for other, cfg in others.items() if config.port and cfg.port == config.port]
     return {"port": f"port {config.port} is already used by event source {users[0]!r}"} if users else {}
 

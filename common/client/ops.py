@@ -15,9 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.client.metrics import REGISTRY
 from common.client.status import StatusBoard
+from common.settings import DEFAULT_OPS_PORT
 
-DEFAULT_OPS_PORT = 9331
-"""Next to the gRPC port (9330); clear of the sensors' 9300 and the usual webhook ports."""
+__all__ = ["DEFAULT_OPS_PORT", "OpsServer"]
+
 
 _log = logging.getLogger(__name__)
 

@@ -61,6 +61,7 @@ class GatewayServer:
             raise SettingsError(f"cannot listen on {address}: the address is in use or not available")
         await server.start()
         self._server = server
+        self.servicer.reserved_ports = frozenset({self.port, self.settings.ops_port} - {0})
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("Serving the %s gateway on %s:%d.", self.kind.name, self.settings.host, self.port)

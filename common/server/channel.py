@@ -59,6 +59,13 @@ class Channel(Generic[T]):
         self._writable.set()
         return batch
 
+    def drain(self) -> list[T]:
+        """Take whatever is still buffered, without waiting."""
+        items = list(self._items)
+        self._items.clear()
+        self._writable.set()
+        return items
+
     def close(self, outcome: BaseException | None = None) -> None:
         """End the channel; the first outcome given is kept. Buffered items can still be received."""
         if not self._closed:

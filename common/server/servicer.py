@@ -13,7 +13,7 @@ import grpc
 
 from common import tasks
 from common.errors import ConfigError
-from common.events import SourceEvent
+from common.events import NotWritten, SourceEvent
 from common.kinds import GatewayKind, SourceContext
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2, eventing_pb2_grpc
@@ -32,6 +32,19 @@ class _Session:
     config: Any
     channel: Channel[SourceEvent]
     task: asyncio.Task[None] | None = field(default=None)
+
+
+def _mark_written(event: SourceEvent) -> None:
+    if event.written is not None and not event.written.done():
+        event.written.set_result(None)
+
+
+def _fail_unwritten(events: list[SourceEvent]) -> None:
+    for event in events:
+        if event.written is not None and not event.written.done():
+            event.written.set_exception(
+                NotWritten("the event source's stream ended before the event was sent")
+            )
 
 
 class _ConfigView(Mapping[str, Any]):
@@ -62,6 +75,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._idle.set()
         self._stopping = False
         self._source_log = logging.getLogger(f"gateways.{kind.name}")
+        self.reserved_ports = frozenset({settings.port, settings.ops_port} - {0})
+        """Ports no source may take: the gRPC port (set again once bound) and the client's ops port."""
 
     @property
     def running(self) -> Mapping[str, Any]:
@@ -76,7 +91,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         """Validate off the event loop (a pathological config may take long to check), then check clashes
         against the running sources on it."""
         config = await asyncio.to_thread(self._kind.validate, request.name, request.data, request.version)
-        self._kind.check_clashes(request.name, config, self.running)
+        self._kind.check_clashes(request.name, config, self.running, self.reserved_ports)
         return config
 
     async def ValidateEventSource(
@@ -113,13 +128,18 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._idle.clear()
         log.info("Event source started.")
         cancelled = True
+        pending: list[SourceEvent] = []
         try:
             while (batch := await session.channel.receive()) is not None:
-                for event in batch:
+                pending = batch
+                for index, event in enumerate(batch):
                     yield event.to_proto(name)
+                    _mark_written(event)
+                    pending = batch[index + 1 :]
             cancelled = False
         finally:
             await self._end_session(session, log, cancelled)
+            _fail_unwritten([*pending, *session.channel.drain()])
         end = stream_end(session.channel.outcome)
         log.info("Event source ended: %s (%s).", end.details, end.code.name)
         if end.code is not grpc.StatusCode.OK:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from common.rpc import eventing_pb2
+from common.rpc import eventing_pb2, eventing_stub
 from common.server.app import GatewayServer
 from tests.kinds import JOURNAL
 
@@ -165,3 +165,40 @@ async def test_a_second_server_cannot_silently_share_the_port(server: GatewaySer
     twin = GatewayServer(TICK, ServerSettings(port=server.port))
     with pytest.raises(SettingsError, match=str(server.port)):
         await twin.start()
+
+
+async def test_an_event_is_marked_written_once_sent_and_failed_if_the_stream_ends_first() -> None:
+    from common.events import NotWritten, SourceEvent
+    from common.kinds import GatewayKind, SourceContext
+    from common.settings import ServerSettings
+
+    futures: list[asyncio.Future[None]] = []
+    big = b"x" * 200_000  # larger than gRPC's flow-control window: an unread stream stalls the writes
+
+    async def run(ctx: SourceContext, config: None):
+        for _ in range(5):
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            futures.append(written)
+            yield SourceEvent(payload=big, written=written)
+        await asyncio.Event().wait()
+
+    kind: GatewayKind[None] = GatewayKind(name="w", parse=lambda data: None, run=run)
+    server = GatewayServer(kind, ServerSettings(port=0, stream_buffer=8))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = eventing_stub(channel).StartEventSource(source("w", ""))
+            first = await call.read()
+            assert isinstance(first, eventing_pb2.Event)
+            async with asyncio.timeout(5):
+                await futures[0]
+            assert not futures[-1].done(), "the last event is still waiting behind flow control"
+            call.cancel()
+            async with asyncio.timeout(5):
+                await server.servicer.wait_idle()
+        outcomes = [f.exception() if f.done() else "pending" for f in futures]
+        assert outcomes[0] is None
+        assert isinstance(outcomes[-1], NotWritten), outcomes
+        assert "pending" not in outcomes, "every event's caller learns what became of it"
+    finally:
+        await server.stop()
