@@ -5,7 +5,7 @@ stream-raw PORT N               a bare grpc.aio Eventing server streaming the sa
 stream-paced PORT N RATE        the gateway server base streaming N events per call at RATE events/s, each
                                 stamped (``time``) when the source yields it; a source's ``data`` is its
                                 phase, a fraction of one interval (so S sources can interleave evenly)
-calendar PORT OUT               the calendar gateway, recording each fire's lateness; written to OUT on SIGTERM
+calendar PORT OUT               the calendar gateway, recording each fire's lateness (to OUT on SIGTERM)
 http-sink PORT                  an HTTP subscriber (``bench.sinks``): 200 to every POST /, counted per source
 nats-sink PORT NATS_URL PREFIX  a NATS subscriber on ``PREFIX.>`` (``bench.sinks``); stats served on PORT
 """

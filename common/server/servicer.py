@@ -153,7 +153,11 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         try:
             async with contextlib.aclosing(self._kind.run(ctx, session.config)) as events:
                 async for event in events:
-                    await session.channel.send(event)
+                    try:
+                        await session.channel.send(event)
+                    except BaseException:
+                        _fail_unwritten([event])  # cancelled while waiting for room: never sent
+                        raise
         except ChannelClosed:
             pass
         except asyncio.CancelledError:

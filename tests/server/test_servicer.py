@@ -173,10 +173,10 @@ async def test_an_event_is_marked_written_once_sent_and_failed_if_the_stream_end
     from common.settings import ServerSettings
 
     futures: list[asyncio.Future[None]] = []
-    big = b"x" * 200_000  # larger than gRPC's flow-control window: an unread stream stalls the writes
+    big = b"x" * 1_000_000  # 40 MB in all: more than any gRPC flow-control window, so writes stall
 
     async def run(ctx: SourceContext, config: None):
-        for _ in range(5):
+        for _ in range(40):
             written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             futures.append(written)
             yield SourceEvent(payload=big, written=written)
