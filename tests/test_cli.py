@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,3 +96,29 @@ def test_serve_refuses_a_malformed_port_variable_naming_it() -> None:
     )
     assert proc.returncode == 2
     assert "GATEWAY_SERVER_PORT" in proc.stderr
+
+
+def test_run_prints_cloudevents_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "cm.yaml"
+    config.write_text("tick:\n  interval: 100ms\n  userPayload: {n: 1}\n")
+    cmd = [sys.executable, "-m", "common.cli", "run", "calendar", "--event-sources", str(config)]
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        lines = [json.loads(proc.stdout.readline()) for _ in range(3)]  # blocks until each event is printed
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        log = proc.stderr.read()
+    assert [e["subject"] for e in lines] == ["tick"] * 3
+    assert {e["type"] for e in lines} == {"calendar"}
+    assert {e["source"] for e in lines} == {"calendar-gateway"}
+    assert all(e["data"]["userPayload"] == {"n": 1} for e in lines)
+    stages = [
+        "Received SIGTERM",
+        "no new events",
+        "Draining delivery queues",
+        "client has stopped",
+        "server has stopped",
+    ]
+    positions = [log.index(stage) for stage in stages]
+    assert positions == sorted(positions), log
