@@ -81,10 +81,12 @@ class GatewayClient:
                 eventing_stub(ch), self.status, self.delivery.publish, on_removed=self._removed
             )
             watcher = tasks.start(self._watch(lifecycle), name="event-source config watch", eternal=True)
+            link = tasks.start(self._watch_server(ch), name="gateway server connection watch", eternal=True)
             try:
                 await stop.wait()
             finally:
                 _log.info("Stopping: no new config, no new events.")
+                await tasks.stop(link, timeout=5.0)
                 await tasks.stop(watcher, timeout=5.0)
                 await lifecycle.close()
                 _log.info("Draining delivery queues (grace %.1fs).", self.settings.grace_period)
@@ -97,6 +99,13 @@ class GatewayClient:
         async for snapshot in self.config.snapshots():
             self.status.config(True, f"{len(snapshot.specs)} event source(s) from {snapshot.origin}")
             await lifecycle.apply(snapshot.specs)
+
+    async def _watch_server(self, channel: grpc.aio.Channel) -> None:
+        """Keep ``status.server_connected`` true to the channel's state, with or without sources."""
+        while True:
+            state = channel.get_state(try_to_connect=True)
+            self.status.connected(state is grpc.ChannelConnectivity.READY)
+            await channel.wait_for_state_change(state)
 
     async def _removed(self, source: str) -> None:
         await self.delivery.remove_source(source, self.settings.grace_period)

@@ -245,3 +245,32 @@ async def test_a_killed_server_is_reconnected_and_its_sources_resumed(sink: Http
     assert len(ids) == len(set(ids)), "each slot delivered once"
     slots = [datetime.fromisoformat(i.removeprefix("tick:").replace("Z", "+00:00")) for i in ids]
     assert slots == sorted(slots), "slots in order across the restart"
+
+
+async def test_the_client_is_ready_with_no_sources_once_the_server_is_reachable(
+    server: GatewayServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "cm.yaml"
+    config.write_text(configmap())
+    async with running_client(f"127.0.0.1:{server.port}", config, ()) as client:
+        await client.status.wait_for(lambda b: b.ready)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{client.ops_port}/readyz") as resp,
+        ):
+            assert resp.status == 200
+
+
+async def test_the_client_is_not_ready_while_the_server_is_unreachable(tmp_path: Path) -> None:
+    config = tmp_path / "cm.yaml"
+    config.write_text(configmap())
+    async with running_client(f"127.0.0.1:{free_port()}", config, ()) as client:
+        await client.status.wait_for(lambda b: b.config_loaded)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{client.ops_port}/readyz") as resp,
+        ):
+            assert resp.status == 503
+            body = await resp.json()
+    assert body["server"]["connected"] is False
+    assert body["config"]["loaded"] is True
