@@ -26,11 +26,10 @@ from common.client.runner import DeliveryOptions, build_delivery, gateway_identi
 from common.client.status import Phase
 from common.retry import Backoff
 from common.server.app import GatewayServer
-from common.settings import ServerSettings
 from tests.harness.http_sink import HttpSink
 from tests.harness.nats import nats_server
 from tests.harness.processes import free_port, spawn, terminate, wait_until
-from tests.kinds import JOURNAL, TICK
+from tests.kinds import JOURNAL
 
 FAST = DeliverySettings(retry=Backoff(duration=0.01, factor=2.0, jitter=0.0, cap=0.05), request_timeout=2.0)
 
@@ -60,16 +59,6 @@ async def running_client(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[GatewayServer]:
-    JOURNAL.started.clear()
-    JOURNAL.stopped.clear()
-    srv = GatewayServer(TICK, ServerSettings(port=0, grace_period=1.0))
-    await srv.start()
-    yield srv
-    await srv.stop()
 
 
 @pytest.fixture

@@ -43,16 +43,6 @@ def spec(name: str, data: str) -> EventSourceSpec:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[GatewayServer]:
-    JOURNAL.started.clear()
-    JOURNAL.stopped.clear()
-    srv = GatewayServer(TICK, ServerSettings(port=0, grace_period=1.0))
-    await srv.start()
-    yield srv
-    await srv.stop()
-
-
-@pytest.fixture
 async def rig(server: GatewayServer) -> AsyncIterator[tuple[Lifecycle, StatusBoard, Collected]]:
     status, collected = StatusBoard(), Collected()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
