@@ -118,10 +118,18 @@ def _parse_time(text: str) -> datetime | None:
     if not text:
         return None
     try:
-        moment = isoparse(text)
+        moment = _isoparse(text)
     except (ValueError, OverflowError):
         return None
     return moment if moment.tzinfo is not None else None
+
+
+def _isoparse(text: str) -> datetime:
+    """The C parser for the usual RFC 3339 forms (cheap per event), dateutil for the rest."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return isoparse(text)
 
 
 def _content_type(sent: str) -> str:
@@ -137,7 +145,7 @@ def _extensions(sent: dict[str, str]) -> dict[str, str]:
 
 def _sdk_event(attributes: dict[str, str], data: Any) -> CloudEvent:
     """The SDK's event for ``attributes`` (it wants ``time`` as a datetime) carrying ``data``."""
-    return CloudEvent({**attributes, "time": isoparse(attributes["time"])}, data)
+    return CloudEvent({**attributes, "time": _isoparse(attributes["time"])}, data)
 
 
 def _headers(message: HTTPMessage) -> dict[str, str]:

@@ -30,6 +30,10 @@ class Fanout:
     async def publish(self, received: ReceivedEvent, encode: Encoder) -> None:
         """Encode ``received`` once per distinct format and queue it on every subscriber."""
         messages = {fmt: encode(received, fmt) for fmt in self._formats}
+        if len(self.subscribers) == 1:  # the common case: no task per event for a gather of one
+            subscriber = self.subscribers[0]
+            await subscriber.put(messages[subscriber.spec.format])
+            return
         await asyncio.gather(*(s.put(messages[s.spec.format]) for s in self.subscribers))
 
     async def remove_source(self, source: str, grace: float) -> None:
