@@ -1,0 +1,17 @@
+# The webhook gateway server. Build from the repository root:
+#   docker build -f docker/webhook.Dockerfile -t gateways/webhook .
+FROM python:3.11-slim
+# tzdata: every image carries it, so event times and logs read zones the same way everywhere.
+RUN apt-get update && apt-get install -y --no-install-recommends tzdata && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY proto ./proto
+COPY common ./common
+COPY gateways ./gateways
+RUN pip install --no-cache-dir . && rm -rf /src
+WORKDIR /
+USER 65532:65532
+# 9330: gRPC to the gateway client. Webhook ports are whatever the event sources name (the examples use
+# 12000, 13000 and 12443); ports under 1024 need a capability the non-root user does not have.
+EXPOSE 9330 12000
+ENTRYPOINT ["gateway", "serve", "webhook"]

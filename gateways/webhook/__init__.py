@@ -1,0 +1,26 @@
+"""The webhook gateway: HTTP requests to endpoints (port, path, method) become events, body byte for byte."""
+
+from common.kinds import GatewayKind
+from gateways.webhook.clashes import clashes
+from gateways.webhook.config import WebhookConfig, parse
+from gateways.webhook.source import run
+
+DEMO = """\
+kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: webhook-event-source
+  labels:
+    argo-events-event-source-version: v0.10
+data:
+  example: |-
+    endpoint: /example
+    method: POST
+    port: "12000"
+"""
+
+KIND: GatewayKind[WebhookConfig] = GatewayKind(
+    name="webhook", parse=parse, run=run, clashes=clashes, demo=DEMO
+)
+
+__all__ = ["KIND", "WebhookConfig"]
