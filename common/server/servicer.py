@@ -33,6 +33,8 @@ class _Session:
     channel: Channel[SourceEvent]
     ctx: SourceContext
     task: asyncio.Task[None] | None = field(default=None)
+    unsent: list[SourceEvent] = field(default_factory=list)
+    """Events taken from the channel but not yet written to the stream."""
 
 
 def _mark_written(event: SourceEvent) -> None:
@@ -127,20 +129,22 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._sessions.add(session)
         self._configs[name] = session
         self._idle.clear()
+        # The RPC's own end ends the session too: grpc.aio does not always close a generator whose call
+        # was cancelled just as the server began to stop, and such a session would hold up the shutdown.
+        # types-grpcio declares the callback as a concrete class, which no function matches.
+        context.add_done_callback(lambda _: self._rpc_done(session))  # type: ignore[arg-type]
         log.info("Event source started.")
         cancelled = True
-        pending: list[SourceEvent] = []
         try:
             while (batch := await session.channel.receive()) is not None:
-                pending = batch
+                session.unsent = batch
                 for index, event in enumerate(batch):
                     yield event.to_proto(name)
                     _mark_written(event)
-                    pending = batch[index + 1 :]
+                    session.unsent = batch[index + 1 :]
             cancelled = False
         finally:
             await self._end_session(session, log, cancelled)
-            _fail_unwritten([*pending, *session.channel.drain()])
         end = stream_end(session.channel.outcome)
         log.info("Event source ended: %s (%s).", end.details, end.code.name)
         if end.code is not grpc.StatusCode.OK:
@@ -178,12 +182,41 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             await tasks.stop(
                 session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended"
             )
+        _fail_unwritten([*session.unsent, *session.channel.drain()])
+        if self._forget(session):
+            log.info("Event source stopped.")
+
+    def _rpc_done(self, session: _Session) -> None:
+        """The RPC has ended; stop a session whose generator was never closed (once its task is done)."""
+        if session not in self._sessions:
+            return
+        session.ctx.end.value = session.ctx.end.value or "cancelled"
+        session.channel.close(None)
+        task = session.task
+        if task is None or task.done():
+            self._settle_ended(session)
+            return
+        task.add_done_callback(lambda _: self._settle_ended(session))
+        task.cancel("the stream has ended")
+
+    def _settle_ended(self, session: _Session) -> None:
+        task = session.task
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # logged by the task's guard already; retrieved here so asyncio does not warn
+        _fail_unwritten([*session.unsent, *session.channel.drain()])
+        if self._forget(session):
+            SourceLogger(_log, session.name).info("Event source stopped with its stream.")
+
+    def _forget(self, session: _Session) -> bool:
+        """Drop a session from the running set; False if it was gone already."""
+        if session not in self._sessions:
+            return False
         self._sessions.discard(session)
         if self._configs.get(session.name) is session:
             del self._configs[session.name]
-        log.info("Event source stopped.")
         if not self._sessions:
             self._idle.set()
+        return True
 
     def shutdown(self) -> None:
         """Refuse new streams; end every running one with UNAVAILABLE, so its client retries."""

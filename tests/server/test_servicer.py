@@ -202,3 +202,19 @@ async def test_an_event_is_marked_written_once_sent_and_failed_if_the_stream_end
         assert "pending" not in outcomes, "every event's caller learns what became of it"
     finally:
         await server.stop()
+
+
+async def test_a_cancel_racing_a_shutdown_still_ends_the_session(caplog: pytest.LogCaptureFixture) -> None:
+    from common.settings import ServerSettings
+    from tests.kinds import TICK
+
+    for _ in range(10):
+        server = GatewayServer(TICK, ServerSettings(port=0, grace_period=3.0))
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = eventing_stub(channel).StartEventSource(source("r", "count: 0\nevery: 0.001"))
+            await call.read()
+            call.cancel()
+        async with asyncio.timeout(2.5):  # well inside the grace period: nothing is left to wait out
+            await server.stop()
+    assert not [r for r in caplog.records if "still running" in r.getMessage()]
