@@ -11,7 +11,7 @@ KINDS := $(patsubst docker/%.Dockerfile,%,$(wildcard docker/*.Dockerfile))
 .PHONY: help install run test lint check types proto proto-check bench bench-smoke build-all clean
 
 help:
-	@echo "make run        install, then run the calendar gateway standalone (CloudEvents on stdout)"
+	@echo "make run        install, then run the calendar and webhook gateways standalone (CloudEvents on stdout)"
 	@echo "make test       install, then lint + types + every test + a smoke run of every benchmark"
 	@echo "make install    create $(VENV) with an editable install and the dev tools"
 	@echo "make lint       ruff format --check, ruff check, import contracts"
@@ -29,7 +29,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/gateway run calendar
+	@echo "Standalone calendar and webhook gateways; CloudEvents appear below as JSON lines."
+	@echo "Send a webhook event:  curl -X POST localhost:12000/example -H 'Content-Type: application/json' -d '{\"hello\":\"world\"}'"
+	@$(VENV)/bin/gateway run webhook & webhook=$$!; \
+	  trap 'kill $$webhook 2>/dev/null; wait $$webhook' EXIT INT TERM; \
+	  $(VENV)/bin/gateway run calendar
 
 lint: install
 	$(VENV)/bin/ruff format --check .

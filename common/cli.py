@@ -29,6 +29,7 @@ from common.client.runner import DeliveryOptions, build_delivery, gateway_identi
 from common.client.subscribers import SubscriberError
 from common.configmap import EventSourceFileError, parse_event_sources
 from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
+from common.metrics_http import MetricsServer
 from common.server.app import install_signal_handlers, serve
 from common.settings import (
     DEFAULT_SERVER_PORT,
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     serve_cmd.add_argument("--port", default=None, help="gRPC port (default $GATEWAY_SERVER_PORT, else 9330)")
     serve_cmd.add_argument("--grace", type=float, default=10.0, help="shutdown grace period in seconds")
+    serve_cmd.add_argument(
+        "--metrics-port", type=int, default=-1, help="serve the kind's Prometheus /metrics here (-1: off)"
+    )
+    serve_cmd.add_argument("--metrics-host", default="0.0.0.0", help="interface of the metrics port")
 
     validate_cmd = commands.add_parser("validate", help="validate a ConfigMap YAML of event sources")
     validate_cmd.add_argument("kind")
@@ -133,14 +138,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
     pod = PodEnvironment.from_env()
     port = parse_port(args.port, "--port") if args.port is not None else pod.server_port
-    settings = ServerSettings(host=args.host, grace_period=args.grace, pod=pod)
-    if port is not None:
-        settings = ServerSettings(host=args.host, port=port, grace_period=args.grace, pod=pod)
+    settings = ServerSettings(
+        host=args.host,
+        port=DEFAULT_SERVER_PORT if port is None else port,
+        grace_period=args.grace,
+        metrics_port=args.metrics_port,
+        pod=pod,
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await serve(kind, settings, stop)
+        metrics = None
+        if args.metrics_port >= 0 and kind.metrics is not None:
+            metrics = MetricsServer((kind.metrics,), args.metrics_host, settings.metrics_port)
+            await metrics.start()
+        try:
+            await serve(kind, settings, stop)
+        finally:
+            if metrics is not None:
+                await metrics.stop()
 
     asyncio.run(main())
     return EXIT_OK

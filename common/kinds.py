@@ -9,10 +9,12 @@ a gateway package.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry
 
 from common.errors import ConfigError
 from common.events import SourceEvent
@@ -66,6 +68,10 @@ class GatewayKind(Generic[C]):
     """Checks one source against others (shared ports, paths); None when sources never clash."""
     demo: str = ""
     """Event sources (ConfigMap YAML) that ``gateway run`` uses when given none."""
+    close: Callable[[], Awaitable[None]] | None = None
+    """Releases what the kind shares across sources (a webhook's listening ports) when the server stops."""
+    metrics: CollectorRegistry | None = None
+    """The kind's own Prometheus metrics, served beside the client's (standalone) or on ``--metrics-port``."""
 
     def validate(self, name: str, data: str, version: str) -> C:
         """Version check, then parse; every error is attributed to the source ``name``."""

@@ -94,6 +94,8 @@ class ServerSettings:
     """Seconds a cancelled source gets to clean up before it is abandoned with an error log."""
     ops_port: int = DEFAULT_OPS_PORT
     """The client's ops port in the same pod: kept free, so no source may listen on it."""
+    metrics_port: int = -1
+    """Where ``gateway serve`` exposes the kind's own metrics; -1 is off. Reserved like the ops port."""
     max_pending_rpcs: int = 50_000
     """Calls gRPC may hold before the server accepts them. gRPC's own limits (1,000, hard 3,000)
     cancel calls when a client starts thousands of sources at once; this covers 10,000 and more."""

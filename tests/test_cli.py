@@ -122,3 +122,26 @@ def test_run_prints_cloudevents_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     ]
     positions = [log.index(stage) for stage in stages]
     assert positions == sorted(positions), log
+
+
+async def test_serve_exposes_the_kinds_metrics_on_the_metrics_port(tmp_path: Path) -> None:
+    import aiohttp
+
+    from tests.harness.processes import free_port, spawn, terminate, wait_until
+
+    grpc_port, metrics_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "common.cli", "serve", "webhook", "--port", str(grpc_port)]
+    server = await spawn([*cmd, "--metrics-port", str(metrics_port)], tmp_path / "server.log")
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def metrics_served() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+                        return resp.status == 200 and "webhook_responses" in await resp.text()
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await wait_until(metrics_served, what="the webhook metrics served")
+    finally:
+        assert await terminate(server) == 0

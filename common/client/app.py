@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from common import tasks
 from common.client.config_source import ConfigSource
@@ -61,8 +62,16 @@ class ClientSettings:
 class GatewayClient:
     """Runs until ``stop`` is set; ``status`` and ``ops_port`` are there for probes and tests."""
 
-    def __init__(self, settings: ClientSettings, config: ConfigSource, delivery: Delivery) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        config: ConfigSource,
+        delivery: Delivery,
+        *,
+        registries: tuple[CollectorRegistry, ...] = (),
+    ) -> None:
         self.settings = settings
+        self._registries = registries
         self.config = config
         self.delivery = delivery
         self.status = StatusBoard()
@@ -71,7 +80,9 @@ class GatewayClient:
     async def run(self, stop: asyncio.Event) -> None:
         ops = None
         if self.settings.ops_port >= 0:
-            ops = OpsServer(self.status, self.settings.ops_host, self.settings.ops_port, self._extra)
+            ops = OpsServer(
+                self.status, self.settings.ops_host, self.settings.ops_port, self._extra, self._registries
+            )
             self.ops_port = await ops.start()
         await self.delivery.start()
         async with grpc.aio.insecure_channel(

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry
 
 from common.client.metrics import REGISTRY
 from common.client.status import StatusBoard
+from common.metrics_http import metrics_handler, start_site
 from common.settings import DEFAULT_OPS_PORT
 
 __all__ = ["DEFAULT_OPS_PORT", "OpsServer"]
@@ -27,9 +28,15 @@ class OpsServer:
     """A small aiohttp server for probes and metrics."""
 
     def __init__(
-        self, status: StatusBoard, host: str, port: int, extra: Callable[[], dict[str, Any]] | None = None
+        self,
+        status: StatusBoard,
+        host: str,
+        port: int,
+        extra: Callable[[], dict[str, Any]] | None = None,
+        registries: tuple[CollectorRegistry, ...] = (),
     ) -> None:
         self._status = status
+        self._registries = (REGISTRY, *registries)
         self._extra = extra or dict
         self._host, self._port = host, port
         self._runner: web.AppRunner | None = None
@@ -40,14 +47,8 @@ class OpsServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_port=False)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._port
+        app.router.add_get("/metrics", metrics_handler(self._registries))
+        self._runner, self.port = await start_site(app, self._host, self._port)
         _log.info(
             "Operations endpoints on http://%s:%d (/healthz, /readyz, /metrics).", self._host, self.port
         )
@@ -64,6 +65,3 @@ class OpsServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         body = self._status.snapshot() | self._extra()
         return web.json_response(body, status=200 if self._status.ready else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})

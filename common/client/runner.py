@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from prometheus_client import CollectorRegistry
+
 from common.client.app import ClientSettings, Delivery, GatewayClient
 from common.client.cloudevent import encode
 from common.client.config_source import ConfigSource
@@ -74,10 +76,15 @@ def build_delivery(options: DeliveryOptions, gateway: GatewayIdentity, out: Text
 
 
 async def run_client(
-    settings: ClientSettings, config: ConfigSource, delivery: Delivery, stop: asyncio.Event
+    settings: ClientSettings,
+    config: ConfigSource,
+    delivery: Delivery,
+    stop: asyncio.Event,
+    *,
+    registries: tuple[CollectorRegistry, ...] = (),
 ) -> GatewayClient:
-    """Run a client until ``stop`` is set."""
-    client = GatewayClient(settings, config, delivery)
+    """Run a client until ``stop`` is set; ``registries`` are served on its ``/metrics`` too."""
+    client = GatewayClient(settings, config, delivery, registries=registries)
     await client.run(stop)
     return client
 
@@ -100,7 +107,8 @@ async def run_standalone(
             ops_port=settings.ops_port,
             grace_period=settings.grace_period,
         )
-        await run_client(client_settings, config, delivery, stop)
+        registries = (kind.metrics,) if kind.metrics is not None else ()
+        await run_client(client_settings, config, delivery, stop, registries=registries)
     finally:
         await server.stop(grace=2.0)
 

@@ -61,7 +61,8 @@ class GatewayServer:
             raise SettingsError(f"cannot listen on {address}: the address is in use or not available")
         await server.start()
         self._server = server
-        self.servicer.reserved_ports = frozenset({self.port, self.settings.ops_port} - {0})
+        reserved = {self.port, self.settings.ops_port, self.settings.metrics_port}
+        self.servicer.reserved_ports = frozenset(reserved - {0, -1})
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         _log.info("Serving the %s gateway on %s:%d.", self.kind.name, self.settings.host, self.port)
@@ -83,6 +84,8 @@ class GatewayServer:
             _log.error("Event sources still running after %.1fs; cancelling them.", grace)
         await self._server.stop(grace=min(1.0, grace))
         self._server = None
+        if self.kind.close is not None:
+            await self.kind.close()
         _log.info("The %s gateway server has stopped.", self.kind.name)
 
 

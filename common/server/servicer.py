@@ -78,7 +78,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._idle.set()
         self._stopping = False
         self._source_log = logging.getLogger(f"gateways.{kind.name}")
-        self.reserved_ports = frozenset({settings.port, settings.ops_port} - {0})
+        self.reserved_ports = frozenset({settings.port, settings.ops_port, settings.metrics_port} - {0, -1})
         """Ports no source may take: the gRPC port (set again once bound) and the client's ops port."""
 
     @property

@@ -3,6 +3,8 @@
 from common.kinds import GatewayKind
 from gateways.webhook.clashes import clashes
 from gateways.webhook.config import WebhookConfig, parse
+from gateways.webhook.metrics import REGISTRY
+from gateways.webhook.router import ROUTER
 from gateways.webhook.source import run
 
 DEMO = """\
@@ -20,7 +22,13 @@ data:
 """
 
 KIND: GatewayKind[WebhookConfig] = GatewayKind(
-    name="webhook", parse=parse, run=run, clashes=clashes, demo=DEMO
+    name="webhook",
+    parse=parse,
+    run=run,
+    clashes=clashes,
+    demo=DEMO,
+    close=ROUTER.close,
+    metrics=REGISTRY,
 )
 
 __all__ = ["KIND", "WebhookConfig"]
