@@ -59,7 +59,9 @@ async def test_after_a_server_shutdown_the_route_answers_503_with_retry_after_un
     monkeypatch.setattr(router, "grace", 0.5)
     async with running_gateway() as gateway:
         source = await gateway.start("hook", source_yaml(port, "/x"))
-        await gateway.server.stop()
+        # The shutdown's first stage ends every source; the ports close only when the server has stopped.
+        gateway.server.servicer.shutdown()
+        await gateway.server.servicer.wait_idle()
 
         async with http.post(source.url, data=b"late") as resp:
             assert resp.status == 503
@@ -110,3 +112,15 @@ async def test_a_failed_source_leaves_its_route_unavailable_not_gone(router: Rou
     assert router.lookup(port, "/x")["POST"] is route
     assert not route.available
     assert route.channel.closed
+
+
+async def test_a_stopped_server_closes_its_webhook_ports(
+    http: aiohttp.ClientSession, port: int, router: Router
+) -> None:
+    async with running_gateway() as gateway:
+        source = await gateway.start("hook", source_yaml(port, "/x"))
+        await gateway.server.stop()
+        assert router.ports == []
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with http.post(source.url, data=b"after the stop"):
+                pass
