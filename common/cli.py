@@ -208,11 +208,13 @@ def _client(args: argparse.Namespace) -> int:
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
     settings = ClientSettings(server=target, ops_port=args.ops_port, grace_period=args.grace)
     config = FileConfigSource(args.event_sources)
+    kind = load_kind(kind_name) if kind_name in available_kinds() else None
+    server_port = int(target.rsplit(":", 1)[1]) if target.rsplit(":", 1)[-1].isdigit() else 0
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_client(settings, config, delivery, stop)
+        await run_client(settings, config, delivery, stop, kind=kind, server_port=server_port)
 
     asyncio.run(main())
     return EXIT_OK

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,3 +40,18 @@ def validate_all(
         except ConfigError as exc:
             errors[name] = exc
     return [Verdict(spec.name, errors.get(spec.name)) for spec in specs]
+
+
+def precheck_for(
+    kind: GatewayKind[Any], reserved: frozenset[int]
+) -> Callable[[Sequence[EventSourceSpec]], dict[str, str]]:
+    """The client's pre-check of a whole snapshot: each source checked alone and against the others.
+
+    Run locally when the client has the kind installed, so two clashing sources are both reported,
+    whichever would have started first.
+    """
+
+    def check(specs: Sequence[EventSourceSpec]) -> dict[str, str]:
+        return {v.name: v.error.reason for v in validate_all(kind, specs, reserved) if v.error is not None}
+
+    return check

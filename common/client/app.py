@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from common import tasks
 from common.client.config_source import ConfigSource
-from common.client.lifecycle import Lifecycle
+from common.client.lifecycle import Lifecycle, Precheck
 from common.client.model import ReceivedEvent
 from common.client.ops import DEFAULT_OPS_PORT, OpsServer
 from common.client.status import StatusBoard
@@ -69,8 +69,10 @@ class GatewayClient:
         delivery: Delivery,
         *,
         registries: tuple[CollectorRegistry, ...] = (),
+        precheck: Precheck | None = None,
     ) -> None:
         self.settings = settings
+        self._precheck = precheck
         self._registries = registries
         self.config = config
         self.delivery = delivery
@@ -89,7 +91,11 @@ class GatewayClient:
             self.settings.server, options=list(self.settings.channel_options)
         ) as ch:
             lifecycle = Lifecycle(
-                eventing_stub(ch), self.status, self.delivery.publish, on_removed=self._removed
+                eventing_stub(ch),
+                self.status,
+                self.delivery.publish,
+                on_removed=self._removed,
+                precheck=self._precheck,
             )
             watcher = tasks.start(self._watch(lifecycle), name="event-source config watch", eternal=True)
             link = tasks.start(self._watch_server(ch), name="gateway server connection watch", eternal=True)

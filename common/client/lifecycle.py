@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
+Precheck = Callable[[Sequence[EventSourceSpec]], dict[str, str]]
+"""Checks a whole snapshot before anything starts: ``{name: reason}`` for each source refused."""
+
 Sink = Callable[[ReceivedEvent], Awaitable[None]]
 """Where each event goes; awaiting it is the back-pressure on the stream."""
 
@@ -62,6 +65,7 @@ class Lifecycle:
         *,
         backoff: Backoff | None = None,
         on_removed: Callable[[str], Awaitable[None]] | None = None,
+        precheck: Precheck | None = None,
     ) -> None:
         self._stub = stub
         self._status = status
@@ -69,6 +73,8 @@ class Lifecycle:
         self._backoff = backoff or Backoff(duration=0.5, factor=2.0, jitter=0.2, cap=30.0)
         self._runners: dict[str, _Runner] = {}
         self._on_removed = on_removed
+        self._precheck = precheck
+        self._refused: dict[str, EventSourceSpec] = {}
 
     @property
     def sources(self) -> dict[str, EventSourceSpec]:
@@ -76,9 +82,17 @@ class Lifecycle:
 
     async def apply(self, specs: Sequence[EventSourceSpec]) -> None:
         """Bring the running sources in line with ``specs``, touching only what changed."""
-        wanted = {spec.name: spec for spec in specs}
+        refused = await asyncio.to_thread(self._precheck, specs) if self._precheck is not None else {}
+        wanted = {spec.name: spec for spec in specs if spec.name not in refused}
         for name in [n for n in self._runners if n not in wanted]:
-            await self._stop(name, removed=True)
+            await self._stop(name, removed=name not in refused)
+        for name in [n for n in self._refused if n not in refused]:
+            del self._refused[name]
+            if name not in wanted:
+                self._status.remove(name)
+        for spec in specs:
+            if spec.name in refused:
+                self._refuse(spec, refused[spec.name])
         for name, spec in wanted.items():
             current = self._runners.get(name)
             if current is not None and (current.spec.data, current.spec.version) == (spec.data, spec.version):
@@ -87,6 +101,14 @@ class Lifecycle:
                 _log.info("Event source %r changed; restarting it.", name, extra={"source": name})
                 await self._stop(name, removed=False)
             self._start(spec)
+
+    def _refuse(self, spec: EventSourceSpec, reason: str) -> None:
+        """A source the pre-check refused: reported, not started, until the config changes."""
+        if self._refused.get(spec.name) == spec:
+            return
+        self._refused[spec.name] = spec
+        self._status.set_phase(spec.name, spec.id, Phase.ERROR, f"event source is not valid: {reason}")
+        SourceLogger(_log, spec.name).error("Event source is invalid; not starting it: %s", reason)
 
     def _start(self, spec: EventSourceSpec) -> None:
         log = SourceLogger(_log, spec.name)

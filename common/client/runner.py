@@ -26,6 +26,7 @@ from common.client.subscribers import parse_subscriber
 from common.kinds import GatewayKind
 from common.server.app import GatewayServer
 from common.settings import ServerSettings
+from common.validate import precheck_for
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,18 @@ async def run_client(
     stop: asyncio.Event,
     *,
     registries: tuple[CollectorRegistry, ...] = (),
+    kind: GatewayKind[Any] | None = None,
+    server_port: int = 0,
 ) -> GatewayClient:
-    """Run a client until ``stop`` is set; ``registries`` are served on its ``/metrics`` too."""
-    client = GatewayClient(settings, config, delivery, registries=registries)
+    """Run a client until ``stop`` is set; ``registries`` are served on its ``/metrics`` too.
+
+    With ``kind`` (installed here), each snapshot is checked locally before anything starts, so
+    sources that clash with each other are all reported, whichever would have started first.
+    """
+    precheck = None
+    if kind is not None:
+        precheck = precheck_for(kind, frozenset({server_port, settings.ops_port} - {0, -1}))
+    client = GatewayClient(settings, config, delivery, registries=registries, precheck=precheck)
     await client.run(stop)
     return client
 
@@ -108,7 +118,9 @@ async def run_standalone(
             grace_period=settings.grace_period,
         )
         registries = (kind.metrics,) if kind.metrics is not None else ()
-        await run_client(client_settings, config, delivery, stop, registries=registries)
+        await run_client(
+            client_settings, config, delivery, stop, registries=registries, kind=kind, server_port=port
+        )
     finally:
         await server.stop(grace=2.0)
 

@@ -23,13 +23,13 @@ from common.client.delivery import DeliverySettings
 from common.client.metrics import REGISTRY
 from common.client.model import Format
 from common.client.runner import DeliveryOptions, build_delivery, gateway_identity
-from common.client.status import Phase
+from common.client.status import Phase, StatusBoard
 from common.retry import Backoff
 from common.server.app import GatewayServer
 from tests.harness.http_sink import HttpSink
 from tests.harness.nats import nats_server
 from tests.harness.processes import free_port, spawn, terminate, wait_until
-from tests.kinds import JOURNAL
+from tests.kinds import JOURNAL, TICK
 
 FAST = DeliverySettings(retry=Backoff(duration=0.01, factor=2.0, jitter=0.0, cap=0.05), request_timeout=2.0)
 
@@ -263,3 +263,45 @@ async def test_the_client_is_not_ready_while_the_server_is_unreachable(tmp_path:
             body = await resp.json()
     assert body["server"]["connected"] is False
     assert body["config"]["loaded"] is True
+
+
+async def test_sources_that_clash_are_all_reported_and_none_started_until_the_file_is_fixed(
+    server: GatewayServer, sink: HttpSink, tmp_path: Path
+) -> None:
+    from common.validate import precheck_for
+
+    config = tmp_path / "cm.yaml"
+    config.write_text(configmap(one="count: 3\nport: 12000", two="count: 3\nport: 12000", other="count: 3"))
+    delivery = build_delivery(
+        DeliveryOptions((f"{sink.url}/c",), Format.BINARY, FAST), gateway_identity("tick", "gw"), sys.stdout
+    )
+    settings = ClientSettings(server=f"127.0.0.1:{server.port}", ops_port=-1)
+    client = GatewayClient(
+        settings,
+        FileConfigSource(config, poll_interval=0.02),
+        delivery,
+        precheck=precheck_for(TICK, frozenset()),
+    )
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(client.run(stop))
+    try:
+        await client.status.wait_for(lambda b: _in_error(b) == {"one", "two"})
+        assert "'two'" in client.status.nodes["one"].message
+        assert "'one'" in client.status.nodes["two"].message
+        await wait_until(lambda: len(sink.bodies("/c", "other")) == 3, what="the source without a clash runs")
+        assert "one" not in JOURNAL.started
+        assert "two" not in JOURNAL.started
+        config.write_text(
+            configmap(one="count: 3\nport: 12000", two="count: 3\nport: 12001", other="count: 3")
+        )
+        await wait_until(
+            lambda: len(sink.bodies("/c", "one")) == 3 and len(sink.bodies("/c", "two")) == 3,
+            what="both start once the clash is gone",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def _in_error(board: StatusBoard) -> set[str]:
+    return {name for name, node in board.nodes.items() if node.phase is Phase.ERROR}
