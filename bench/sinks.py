@@ -2,9 +2,13 @@
 
 A sink takes CloudEvents in binary mode (``ce-*`` HTTP or NATS headers) and records, per event, when
 it arrived (``time.time()``, after the body was read), the source (``ce-subject``), the sequence
-number (the ``N`` of ``ce-id: bench:N``) and, from ``ce-time``, how long after the load generator
-stamped it the event arrived. An event whose number is not its source's previous number plus one is
-an order violation (a reorder, a duplicate or a gap).
+number (the ``N`` of ``ce-id: PREFIX:N``) and how long after the load generator stamped it the event
+arrived. The stamp is the load generator's send time when the event carries one, an ``X-Sent-At``
+header (``time.time()`` as a decimal), either on the event itself or among the HTTP request headers a
+webhook event forwards in its ``ce-headers`` extension; otherwise it is ``ce-time``. Numbers run per
+source and per id prefix (the ``PREFIX`` of ``ce-id``, e.g. one per load-generator worker): an event
+whose number is not its stream's previous number plus one is an order violation (a reorder, a
+duplicate or a gap).
 
 Control, on the sink's HTTP port:
 
@@ -20,14 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from common.server.app import install_signal_handlers
+
+SENT_AT_HEADER = "x-sent-at"
+"""The load generator's send time (``time.time()``, a decimal), a request header of the webhook bench."""
 
 
 class Recorder:
@@ -48,18 +57,20 @@ class Recorder:
         self.reached = asyncio.Event()
 
     def record(self, headers: Mapping[str, str], now: float) -> None:
-        source, event_id, sent = headers.get("ce-subject"), headers.get("ce-id"), headers.get("ce-time")
-        if source is None or event_id is None:
+        source, event_id = headers.get("ce-subject"), headers.get("ce-id")
+        prefix, _, number = (event_id or "").rpartition(":")
+        if source is None or not number.isdigit():
             self.unreadable += 1
             return
-        seq = int(event_id.rpartition(":")[2])
-        if seq != self.last.get(source, -1) + 1:
+        seq, stream = int(number), f"{source}\0{prefix}"
+        if seq != self.last.get(stream, -1) + 1:
             self.order_violations += 1
-        self.last[source] = seq
+        self.last[stream] = seq
         self.per_source[source] = self.per_source.get(source, 0) + 1
         self.arrivals.append(now)
-        if sent:
-            self.latencies.append(now - datetime.fromisoformat(sent).timestamp())
+        sent = _sent_at(headers)
+        if sent is not None:
+            self.latencies.append(now - sent)
         if self.target and len(self.arrivals) >= self.target:
             self.reached.set()
 
@@ -81,6 +92,17 @@ class Recorder:
             "latencies": self.latencies,
             "cpu_s": time.process_time() - self.cpu_base,
         }
+
+
+def _sent_at(headers: Mapping[str, str]) -> float | None:
+    """When the load generator sent the event (``time.time()``), or None when it carries no time."""
+    stamp = headers.get(SENT_AT_HEADER) or headers.get(SENT_AT_HEADER.title())
+    if stamp is None and (forwarded := headers.get("ce-headers")):
+        stamp = next(iter(json.loads(unquote(forwarded)).get(SENT_AT_HEADER, [])), None)
+    if stamp is not None:
+        return float(stamp)
+    sent = headers.get("ce-time")
+    return datetime.fromisoformat(sent).timestamp() if sent else None
 
 
 def _control_routes(app: web.Application, recorder: Recorder) -> None:
