@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.harness.http_sink import HttpSink
+from tests.harness.processes import free_port
+
 
 @pytest.fixture(autouse=True)
 async def no_leaked_tasks() -> AsyncIterator[None]:
@@ -20,3 +23,12 @@ async def no_leaked_tasks() -> AsyncIterator[None]:
         await asyncio.wait(leftover, timeout=1.0)
     stuck = sorted(t.get_name() for t in leftover if not t.done() and not t.get_name().startswith("Task-"))
     assert not stuck, f"tasks leaked by the test: {stuck}"
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    """A real HTTP subscriber on a free loopback port, recording every POST."""
+    s = HttpSink(free_port())
+    await s.start()
+    yield s
+    await s.stop()

@@ -15,8 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
+from common.config_yaml import load_fields
 from common.durations import DurationError, parse_duration_ns
 from common.errors import ConfigError
 from gateways.calendar.recurrence import Recurrence, RecurrenceError, parse_recurrence
@@ -52,18 +51,7 @@ class CalendarConfig:
 
 def parse(data: str) -> CalendarConfig:
     """Parse the YAML ``data`` of one calendar source, or raise ``ConfigError`` naming every bad field."""
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError({"data": f"not valid YAML: {exc}"}) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError({"data": "must be a mapping of calendar fields"})
-    problems: dict[str, str] = {}
-    for key in raw:
-        if key not in FIELDS:
-            problems[str(key)] = f"unknown field (known fields: {', '.join(FIELDS)})"
+    raw, problems = load_fields(data, FIELDS, kind="calendar")
     zone = _zone(raw.get("timezone"), problems)
     recurrence = _recurrence(raw.get("recurrence"), zone, problems)
     dtstart_zone = _dtstart_zone(recurrence) if not raw.get("timezone") else None

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from common.config_yaml import load_fields
 from common.durations import DurationError, format_duration, parse_duration_ns
 from common.errors import ConfigError
 
@@ -123,18 +122,7 @@ class WebhookConfig:
 
 def parse(data: str) -> WebhookConfig:
     """Parse the YAML ``data`` of one webhook source, or raise ``ConfigError`` naming every bad field."""
-    try:
-        raw = yaml.safe_load(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError({"data": f"not valid YAML: {exc}"}) from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError({"data": "must be a mapping of webhook fields"})
-    problems: dict[str, str] = {}
-    for key in raw:
-        if key not in FIELDS:
-            problems[str(key)] = f"unknown field (known fields: {', '.join(FIELDS)})"
+    raw, problems = load_fields(data, FIELDS, kind="webhook")
     endpoint = _endpoint(raw.get("endpoint"), problems)
     method = _method(raw.get("method"), problems)
     port = _port(raw.get("port"), problems)

@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import nats
-import pytest
 
 from common.client.app import ClientSettings, GatewayClient
 from common.client.config_source import FileConfigSource
@@ -59,14 +58,6 @@ async def running_client(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[HttpSink]:
-    s = HttpSink(free_port())
-    await s.start()
-    yield s
-    await s.stop()
 
 
 def sequence(bodies: list[bytes], source: str) -> list[int]:

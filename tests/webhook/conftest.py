@@ -34,7 +34,6 @@ from common.settings import ServerSettings
 from gateways.webhook import KIND
 from gateways.webhook import router as router_module
 from gateways.webhook.router import ROUTER, Router
-from tests.harness.http_sink import HttpSink
 from tests.harness.processes import free_port, wait_until
 
 EVENT_TIMEOUT = 5.0
@@ -196,11 +195,3 @@ async def running_client(
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[HttpSink]:
-    s = HttpSink(free_port())
-    await s.start()
-    yield s
-    await s.stop()
