@@ -33,3 +33,24 @@ def test_a_dockerfile_copies_existing_paths_installs_tzdata_and_has_a_real_entry
     expected = ["client"] if kind == "client" else ["serve", kind]
     assert entrypoint[1:] == expected
     _parser().parse_args([*entrypoint[1:], *(["--event-sources", "x"] if kind == "client" else [])])
+
+
+def test_the_compose_file_builds_from_real_dockerfiles_mounts_real_paths_and_runs_real_commands() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
+    built = set()
+    for name, service in compose["services"].items():
+        if "build" in service:
+            context = (ROOT / "docker" / service["build"]["context"]).resolve()
+            assert (context / service["build"]["dockerfile"]).is_file(), name
+            built.add(service["build"]["dockerfile"])
+        for volume in service.get("volumes", []):
+            assert (ROOT / "docker" / volume.split(":")[0]).resolve().exists(), f"{name} mounts {volume}"
+        if service.get("build", {}).get("dockerfile") == "docker/client.Dockerfile":
+            args = _parser().parse_args(["client", *service["command"]])
+            assert args.kind in available_kinds()
+            mounted = service["volumes"][0].split(":")
+            config = ROOT / "docker" / mounted[0] / Path(args.event_sources).relative_to(mounted[1])
+            assert config.is_file(), f"{name} reads {args.event_sources}, which the mount does not hold"
+    assert built == {f"docker/{p.name}" for p in DOCKERFILES}, "every image is in the compose file"
