@@ -1,0 +1,320 @@
+"""The webhook gateway end to end: HTTP POST -> gateway -> HTTP subscriber, its throughput and the
+latency it adds at 1,000 events/s, against a bare aiohttp relay in the same run.
+
+Processes, each its own:
+
+* the subscriber: ``bench.servers http-sink``, which counts events per source, checks their order per
+  load-generator worker, stamps each arrival, and reads the load generator's send time from the
+  event (``X-Sent-At`` among the request headers the event forwards in ``ce-headers``);
+* the system under test: ``gateway run webhook`` standalone (server and client in one process,
+  talking gRPC over loopback as a pod's two containers do), one endpoint ``POST /bench``, delivering
+  in binary mode to the sink;
+* the baseline: ``bench.servers relay``, a bare aiohttp server whose handler reads the body, POSTs
+  the same CloudEvent (the same ``Content-Type``, ``ce-*`` headers and body, written by
+  ``common.client.cloudevent.encode``) to the sink with one shared keep-alive session, and answers
+  200 once that POST returns;
+* the load generator: ``bench.servers load``, one per measured run, CONCURRENCY workers (the same for
+  both targets) POSTing small JSON bodies over keep-alive connections, each with ``X-Request-Id``
+  ``w<worker>:<n>`` and ``X-Sent-At`` (its ``time.time()`` at send).
+
+Throughput (unpaced): events the sink accepted over the time from the load generator's first send to
+the sink's last arrival. Latency (paced): the sink's arrival time minus ``X-Sent-At``; percentiles
+over the events of every round. Rounds alternate gateway and relay; throughput is the median round.
+
+``BENCH_WEBHOOK_PROFILE=FILE`` runs the gateway process under cProfile, written to FILE at its exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.procs import ROOT, free_port, process, server_process
+from bench.servers import RELAY_SOURCE
+from bench.stats import median, percentile
+
+CONCURRENCY = 16
+TARGET_RATIO = 0.8
+TARGET_ADDED_P99_MS = 2.0
+ENDPOINT = "/bench"
+WHO = ("gateway", "relay")
+MEASURED_AT = (
+    "the sink process, when it has read the POST (before its 200); send time stamped by the load "
+    "generator process just before each POST"
+)
+
+CONFIG = """\
+kind: ConfigMap
+apiVersion: v1
+metadata:
+  name: webhook-bench
+data:
+  {source}: |-
+    endpoint: {endpoint}
+    method: POST
+    port: "{port}"
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    who: str
+    url: str
+    pid: int
+
+
+# --- the processes ------------------------------------------------------------------------------
+
+
+def _gateway_cmd(config: Path, sink_url: str) -> list[str]:
+    profile = os.environ.get("BENCH_WEBHOOK_PROFILE", "")
+    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
+    return [
+        *python,
+        "-m",
+        "common.cli",
+        "run",
+        "webhook",
+        "--event-sources",
+        str(config),
+        "--subscriber",
+        sink_url,
+        "--ops-port",
+        "-1",
+    ]
+
+
+def _control(control: str, path: str, *, post: bool = False, timeout: float = 10.0) -> Any:
+    request = urllib.request.Request(f"{control}{path}", method="POST" if post else "GET")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read()) if not post else None
+
+
+async def _until_ok(url: str, timeout: float = 30.0) -> int:
+    """POST to ``url`` until one answers 200 (the gateway's route is up and its stream delivers);
+    how many requests were answered 200."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        attempt = 0
+        while time.monotonic() < deadline:
+            headers = {"Content-Type": "application/json", "X-Request-Id": f"ready:{attempt}"}
+            attempt += 1
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.post(url, data=b"{}", headers=headers) as response:
+                    await response.read()
+                    if response.status == 200:
+                        return 1
+            await asyncio.sleep(0.02)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
+
+
+def _ready(url: str, control: str) -> None:
+    """Wait until ``url`` delivers to the sink, then clear the sink."""
+    delivered = asyncio.run(_until_ok(url))
+    stats = _control(control, f"/stats?count={delivered}&timeout=10", timeout=20)
+    if stats["events"] < delivered:
+        raise TimeoutError(f"{url}: the readiness event did not reach the sink")
+    _control(control, "/reset", post=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _processes(tmp: Path) -> Iterator[tuple[list[Target], str]]:
+    """The sink, the gateway and the relay, running and ready; the targets and the sink's control URL."""
+    sink_port, gateway_port, relay_port = free_port(), free_port(), free_port()
+    control = f"http://127.0.0.1:{sink_port}"
+    sink_url = f"{control}/"
+    config = tmp / "webhook-bench.yaml"
+    config.write_text(CONFIG.format(source=RELAY_SOURCE, endpoint=ENDPOINT, port=gateway_port))
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server_process(["http-sink", str(sink_port)], sink_port, tmp / "sink.log"))
+        gateway = stack.enter_context(
+            process(_gateway_cmd(config, sink_url), gateway_port, tmp / "gateway.log")
+        )
+        relay = stack.enter_context(
+            server_process(["relay", str(relay_port), sink_url], relay_port, tmp / "relay.log")
+        )
+        targets = [
+            Target("gateway", f"http://127.0.0.1:{gateway_port}{ENDPOINT}", gateway.pid),
+            Target("relay", f"http://127.0.0.1:{relay_port}{ENDPOINT}", relay.pid),
+        ]
+        for target in targets:
+            _ready(target.url, control)
+        yield targets, control
+
+
+# --- one measured run ---------------------------------------------------------------------------
+
+
+def _load(url: str, count: int, rate: float) -> dict[str, Any]:
+    """Run the load generator process to the end; its outcome."""
+    cmd = [sys.executable, "-m", "bench.servers", "load", url, str(count), str(CONCURRENCY), str(rate)]
+    budget = 60 + (count / rate if rate else count / 100)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=budget, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"the load generator failed (rc={done.returncode}): {done.stderr.decode()[-2000:]}"
+        )
+    outcome: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return outcome
+
+
+def _measure(target: Target, control: str, count: int, rate: float, *, strict: bool) -> dict[str, Any]:
+    """One run of the load generator against ``target``; the sink's stats with the load's outcome."""
+    _control(control, "/reset", post=True)
+    cpu = _cpu_seconds(target.pid)
+    outcome = _load(target.url, count, rate)
+    stats: dict[str, Any] = _control(control, f"/stats?count={outcome['ok']}&timeout=30", timeout=60)
+    stats["target_cpu_s"] = _cpu_seconds(target.pid) - cpu
+    stats["load"] = outcome
+    stats["non_2xx"] = outcome["sent"] - outcome["ok"]
+    _check(target.who, stats, count, strict=strict)
+    return stats
+
+
+def _check(who: str, stats: dict[str, Any], count: int, *, strict: bool) -> None:
+    load = stats["load"]
+    if load["sent"] != count:
+        raise AssertionError(f"{who}: the load generator sent {load['sent']} of {count}")
+    if strict and stats["non_2xx"]:
+        raise AssertionError(
+            f"{who}: {stats['non_2xx']} requests not answered 2xx: {load['statuses']} {load['errors']}"
+        )
+    if stats["order_violations"]:
+        raise AssertionError(f"{who}: {stats['order_violations']} order violations at the sink")
+    if stats["unreadable"]:
+        raise AssertionError(f"{who}: {stats['unreadable']} events without ce-subject/ce-id")
+    expected = {RELAY_SOURCE: load["ok"]} if load["ok"] else {}
+    if stats["events"] != load["ok"] or stats["per_source"] != expected:
+        raise AssertionError(f"{who}: {load['ok']} requests answered 2xx, the sink got {stats['per_source']}")
+    if len(stats["latencies"]) != stats["events"]:
+        raise AssertionError(
+            f"{who}: {len(stats['latencies'])} of {stats['events']} events carried a send time"
+        )
+
+
+def _rate(stats: dict[str, Any]) -> float:
+    window = stats["last"] - stats["load"]["first_send"]
+    return stats["events"] / window if window > 0 else float("inf")
+
+
+def _order(i: int) -> tuple[str, ...]:
+    return WHO if i % 2 == 0 else WHO[::-1]
+
+
+# --- the benchmarks -----------------------------------------------------------------------------
+
+
+def throughput(targets: list[Target], control: str, count: int, rounds: int) -> dict[str, Any]:
+    by_who = {t.who: t for t in targets}
+    rates: dict[str, list[float]] = {who: [] for who in WHO}
+    cpu: dict[str, list[float]] = {who: [] for who in WHO}
+    sink_share: dict[str, list[float]] = {who: [] for who in WHO}
+    p99: dict[str, list[float]] = {who: [] for who in WHO}
+    non_2xx = dict.fromkeys(WHO, 0)
+    for i in range(rounds):
+        for who in _order(i):
+            stats = _measure(by_who[who], control, count, 0.0, strict=True)
+            rates[who].append(_rate(stats))
+            cpu[who].append(stats["target_cpu_s"] / count * 1e6)
+            sink_share[who].append(stats["cpu_s"] / max(stats["last"] - stats["first"], 1e-9))
+            p99[who].append(percentile(stats["latencies"], 99) * 1000)
+            non_2xx[who] += stats["non_2xx"]
+    gateway, relay = median(rates["gateway"]), median(rates["relay"])
+    return {
+        "benchmark": "webhook end to end throughput (POST -> gateway -> HTTP subscriber, unpaced)",
+        "measured_at": MEASURED_AT,
+        "events": count,
+        "concurrency": CONCURRENCY,
+        "rounds": rounds,
+        "gateway_events_per_s": round(gateway),
+        "relay_events_per_s": round(relay),
+        "ratio": round(gateway / relay, 3),
+        "target_ratio": TARGET_RATIO,
+        "gateway_non_2xx": non_2xx["gateway"],
+        "relay_non_2xx": non_2xx["relay"],
+        "order_violations": 0,
+        "gateway_rounds_events_per_s": [round(r) for r in rates["gateway"]],
+        "relay_rounds_events_per_s": [round(r) for r in rates["relay"]],
+        "gateway_cpu_us_per_event": round(median(cpu["gateway"]), 1),
+        "relay_cpu_us_per_event": round(median(cpu["relay"]), 1),
+        "sink_cpu_share_gateway": round(median(sink_share["gateway"]), 2),
+        "sink_cpu_share_relay": round(median(sink_share["relay"]), 2),
+        "gateway_p99_ms_under_load": round(median(p99["gateway"]), 3),
+        "relay_p99_ms_under_load": round(median(p99["relay"]), 3),
+    }
+
+
+def latency(targets: list[Target], control: str, rate: float, duration: float, rounds: int) -> dict[str, Any]:
+    by_who = {t.who: t for t in targets}
+    count = round(rate * duration)
+    ms: dict[str, list[float]] = {who: [] for who in WHO}
+    round_p99: dict[str, list[float]] = {who: [] for who in WHO}
+    achieved: dict[str, list[float]] = {who: [] for who in WHO}
+    non_2xx = dict.fromkeys(WHO, 0)
+    for i in range(rounds):
+        for who in _order(i):
+            stats = _measure(by_who[who], control, count, rate, strict=False)
+            samples = [lat * 1000 for lat in stats["latencies"]]
+            ms[who] += samples
+            round_p99[who].append(round(percentile(samples, 99), 3))
+            achieved[who].append(_rate(stats))
+            non_2xx[who] += stats["non_2xx"]
+    p = {who: (percentile(v, 50), percentile(v, 99), max(v, default=0.0)) for who, v in ms.items()}
+    return {
+        "benchmark": f"webhook end to end latency at {rate:g} events/s (POST -> gateway -> HTTP subscriber)",
+        "measured": "sink arrival time - X-Sent-At stamped by the load generator just before the POST; "
+        "percentiles over the events of every round",
+        "measured_at": MEASURED_AT,
+        "rate_events_per_s": rate,
+        "concurrency": CONCURRENCY,
+        "duration_s": duration,
+        "rounds": rounds,
+        "events_per_round": count,
+        "gateway_non_2xx": non_2xx["gateway"],
+        "relay_non_2xx": non_2xx["relay"],
+        "order_violations": 0,
+        "gateway_p50_ms": round(p["gateway"][0], 3),
+        "gateway_p99_ms": round(p["gateway"][1], 3),
+        "gateway_max_ms": round(p["gateway"][2], 3),
+        "relay_p50_ms": round(p["relay"][0], 3),
+        "relay_p99_ms": round(p["relay"][1], 3),
+        "relay_max_ms": round(p["relay"][2], 3),
+        "added_p50_ms": round(p["gateway"][0] - p["relay"][0], 3),
+        "added_p99_ms": round(p["gateway"][1] - p["relay"][1], 3),
+        "target_added_p99_ms": TARGET_ADDED_P99_MS,
+        "gateway_rounds_p99_ms": round_p99["gateway"],
+        "relay_rounds_p99_ms": round_p99["relay"],
+        "gateway_rounds_events_per_s": [round(r) for r in achieved["gateway"]],
+        "relay_rounds_events_per_s": [round(r) for r in achieved["relay"]],
+    }
+
+
+def run(smoke: bool) -> list[dict[str, Any]]:
+    count = 300 if smoke else 20_000
+    rounds = 1 if smoke else 3
+    rate, duration = (100.0, 1.0) if smoke else (1_000.0, 5.0)
+    with tempfile.TemporaryDirectory() as tmp, _processes(Path(tmp)) as (targets, control):
+        return [
+            throughput(targets, control, count, rounds),
+            latency(targets, control, rate, duration, rounds),
+        ]
