@@ -20,17 +20,23 @@ from common.client.lifecycle import Lifecycle, Precheck
 from common.client.model import ReceivedEvent
 from common.client.ops import DEFAULT_OPS_PORT, OpsServer
 from common.client.status import StatusBoard
+from common.retry import Backoff
 from common.rpc import eventing_stub
 
 _log = logging.getLogger(__name__)
 
-KEEPALIVE = [
+CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
-"""A dead server is noticed within 40 s even when no event flows (the server permits these pings)."""
+"""A dead server is noticed within 40 s even when no event flows (the server permits these pings), and
+a restarted one within 2 s: gRPC's own reconnect backoff would otherwise grow to two minutes, and the
+server is normally in the same pod, where a connection attempt costs next to nothing."""
 
 
 class Delivery(Protocol):
@@ -55,8 +61,13 @@ class ClientSettings:
     """``/healthz``, ``/readyz``, ``/metrics``; 0 picks a free port, -1 turns the port off."""
     grace_period: float = 10.0
     """Seconds a shutdown waits for queued events to be delivered before counting them as dropped."""
-    channel_options: tuple[tuple[str, int], ...] = field(default_factory=lambda: tuple(KEEPALIVE))
-    """gRPC channel options (keepalive)."""
+    channel_options: tuple[tuple[str, int], ...] = field(default_factory=lambda: tuple(CHANNEL_OPTIONS))
+    """gRPC channel options (keepalive, reconnect backoff)."""
+    restart_backoff: Backoff = field(
+        default_factory=lambda: Backoff(duration=0.5, factor=2.0, jitter=0.2, cap=30.0)
+    )
+    """Delays before a faulted source is restarted: 0.5 s doubling to 30 s. A source waiting for a server
+    that went away retries as soon as the channel is ready again, whatever is left of its delay."""
 
 
 class GatewayClient:
@@ -94,11 +105,14 @@ class GatewayClient:
                 eventing_stub(ch),
                 self.status,
                 self.delivery.publish,
+                backoff=self.settings.restart_backoff,
                 on_removed=self._removed,
                 precheck=self._precheck,
             )
             watcher = tasks.start(self._watch(lifecycle), name="event-source config watch", eternal=True)
-            link = tasks.start(self._watch_server(ch), name="gateway server connection watch", eternal=True)
+            link = tasks.start(
+                self._watch_server(ch, lifecycle), name="gateway server connection watch", eternal=True
+            )
             try:
                 await stop.wait()
             finally:
@@ -117,11 +131,15 @@ class GatewayClient:
             self.status.config(True, f"{len(snapshot.specs)} event source(s) from {snapshot.origin}")
             await lifecycle.apply(snapshot.specs)
 
-    async def _watch_server(self, channel: grpc.aio.Channel) -> None:
-        """Keep ``status.server_connected`` true to the channel's state, with or without sources."""
+    async def _watch_server(self, channel: grpc.aio.Channel, lifecycle: Lifecycle) -> None:
+        """Keep ``status.server_connected`` true to the channel's state, with or without sources, and
+        wake the sources waiting to restart the moment the server is back."""
         while True:
             state = channel.get_state(try_to_connect=True)
-            self.status.connected(state is grpc.ChannelConnectivity.READY)
+            ready = state is grpc.ChannelConnectivity.READY
+            self.status.connected(ready)
+            if ready:
+                lifecycle.server_ready()
             await channel.wait_for_state_change(state)
 
     async def _removed(self, source: str) -> None:

@@ -75,6 +75,12 @@ class Lifecycle:
         self._on_removed = on_removed
         self._precheck = precheck
         self._refused: dict[str, EventSourceSpec] = {}
+        self._reconnected = asyncio.Event()
+
+    def server_ready(self) -> None:
+        """The channel to the server is ready again: sources waiting out a restart delay retry now."""
+        self._reconnected.set()
+        self._reconnected = asyncio.Event()
 
     @property
     def sources(self) -> dict[str, EventSourceSpec]:
@@ -149,7 +155,7 @@ class Lifecycle:
             delay = next(delays)
             log.warning("Event source attempt #%d failed; restarting in %.2fs.", attempt, delay)
             self._status.count_restart(spec.name)
-            await retry.sleep(delay)
+            await retry.sleep(delay, self._reconnected)
 
     async def _validate(self, spec: EventSourceSpec) -> None:
         verdict = await self._stub.ValidateEventSource(spec.to_proto())

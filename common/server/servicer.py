@@ -163,7 +163,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
                         _fail_unwritten([event])  # cancelled while waiting for room: never sent
                         raise
         except ChannelClosed:
-            pass
+            outcome = None  # the stream ended first; the source had nothing more to say
         except asyncio.CancelledError:
             outcome = ShuttingDown() if self._stopping else None
             raise

@@ -48,7 +48,6 @@ class Transport(Protocol):
     @property
     def connected(self) -> bool:
         """Whether the subscriber was reachable at the last contact."""
-        ...
 
     async def connect(self) -> None:
         """Prepare to send; never waits long for a peer that is down (sends retry until it is up)."""
