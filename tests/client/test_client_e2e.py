@@ -25,21 +25,13 @@ from common.client.runner import DeliveryOptions, build_delivery, gateway_identi
 from common.client.status import Phase, StatusBoard
 from common.retry import Backoff
 from common.server.app import GatewayServer
+from tests.harness.configmaps import configmap
 from tests.harness.http_sink import HttpSink
 from tests.harness.nats import nats_server
 from tests.harness.processes import free_port, spawn, terminate, wait_until
 from tests.kinds import JOURNAL, TICK
 
 FAST = DeliverySettings(retry=Backoff(duration=0.01, factor=2.0, jitter=0.0, cap=0.05), request_timeout=2.0)
-
-
-def configmap(**sources: str) -> str:
-    body = "".join(
-        f"  {name}: |-\n" + "".join(f"    {line}\n" for line in cfg.splitlines())
-        for name, cfg in sources.items()
-    )
-    labels = "{argo-events-event-source-version: v0.10}"
-    return f"kind: ConfigMap\nmetadata:\n  name: cm\n  labels: {labels}\ndata:\n{body}"
 
 
 @asynccontextmanager

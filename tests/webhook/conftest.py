@@ -47,15 +47,6 @@ def source_yaml(port: int, endpoint: str = "/hook", method: str = "POST", **extr
     return "\n".join(lines)
 
 
-def configmap(**sources: str) -> str:
-    body = "".join(
-        f"  {name}: |-\n" + "".join(f"    {line}\n" for line in cfg.splitlines())
-        for name, cfg in sources.items()
-    )
-    labels = "{argo-events-event-source-version: v0.10}"
-    return f"kind: ConfigMap\nmetadata:\n  name: cm\n  labels: {labels}\ndata:\n{body}"
-
-
 @dataclass
 class Source:
     """One running source: its stream, and the events read off it."""

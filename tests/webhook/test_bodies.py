@@ -14,9 +14,10 @@ import pytest
 
 from gateways.webhook import metrics
 from gateways.webhook.router import ROUTER
+from tests.harness.configmaps import configmap
 from tests.harness.http_sink import HttpSink
 from tests.harness.processes import wait_until
-from tests.webhook.conftest import Gateway, configmap, running_client, running_gateway, source_yaml
+from tests.webhook.conftest import Gateway, running_client, running_gateway, source_yaml
 
 LIMIT = 64 * 1024
 BODIES = {

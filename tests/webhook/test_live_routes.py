@@ -9,9 +9,10 @@ import aiohttp
 import pytest
 
 from gateways.webhook.router import ROUTER
+from tests.harness.configmaps import configmap
 from tests.harness.http_sink import HttpSink
 from tests.harness.processes import free_port, wait_until
-from tests.webhook.conftest import configmap, running_client, running_gateway, source_yaml
+from tests.webhook.conftest import running_client, running_gateway, source_yaml
 
 
 def serving(port: int, path: str) -> bool:

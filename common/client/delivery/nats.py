@@ -125,12 +125,7 @@ class NatsTransport:
                 await self._nc.publish(self._subject(message), message.body, headers=headers or None)
             except (nats.errors.BadSubjectError, nats.errors.BadHeaderError) as exc:
                 await self._flush()
-                raise PermanentDeliveryError(
-                    display,
-                    f"cannot publish event {message.event_id}: {exc}",
-                    reason="rejected",
-                    accepted=index,
-                ) from exc
+                raise _rejected(display, message, index, exc) from exc
             except _FAULTS as exc:
                 raise RetryableDeliveryError(display, f"publish failed: {_describe(exc)}") from exc
         await self._flush()
@@ -158,12 +153,7 @@ class NatsTransport:
                     display, f"no JetStream stream captures subject {subject!r}", accepted=index
                 ) from exc
             except (nats.errors.BadSubjectError, nats.errors.BadHeaderError) as exc:
-                raise PermanentDeliveryError(
-                    display,
-                    f"cannot publish event {message.event_id}: {exc}",
-                    reason="rejected",
-                    accepted=index,
-                ) from exc
+                raise _rejected(display, message, index, exc) from exc
             except nats.js.errors.APIError as exc:
                 raise RetryableDeliveryError(
                     display, f"JetStream refused subject {subject!r}: {exc}", accepted=index
@@ -224,3 +214,10 @@ def _describe(exc: BaseException) -> str:
     """``Type: message``: nats-py's errors have an empty repr but a readable ``str``."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _rejected(display: str, message: Message, accepted: int, exc: Exception) -> PermanentDeliveryError:
+    """NATS refused the message itself (a bad subject or header): retrying the same bytes cannot help."""
+    return PermanentDeliveryError(
+        display, f"cannot publish event {message.event_id}: {exc}", reason="rejected", accepted=accepted
+    )
