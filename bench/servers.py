@@ -5,7 +5,8 @@ stream-raw PORT N               a bare grpc.aio Eventing server streaming the sa
 stream-paced PORT N RATE        the gateway server base streaming N events per call at RATE events/s, each
                                 stamped (``time``) when the source yields it; a source's ``data`` is its
                                 phase, a fraction of one interval (so S sources can interleave evenly)
-calendar PORT OUT               the calendar gateway, recording each fire's lateness (to OUT on SIGTERM)
+calendar PORT OUT GC            the calendar gateway under garbage-collection policy GC (paced, python),
+                                recording each fire's lateness (to OUT on SIGTERM)
 http-sink PORT                  an HTTP subscriber (``bench.sinks``): 200 to every POST /, counted per source
 nats-sink PORT NATS_URL PREFIX  a NATS subscriber on ``PREFIX.>`` (``bench.sinks``); stats served on PORT
 relay PORT SINK_URL             a bare aiohttp webhook relay: each POST becomes one CloudEvent POSTed to
@@ -37,7 +38,7 @@ from common.events import SourceEvent, rfc3339
 from common.kinds import GatewayKind, SourceContext
 from common.rpc import eventing_pb2, eventing_pb2_grpc
 from common.server.app import GatewayServer, install_signal_handlers
-from common.settings import ServerSettings
+from common.settings import CollectorSettings, ServerSettings
 
 PAYLOAD = b'{"eventTime":"2026-11-21T12:00:00Z","userPayload":{"hello":"world","n":12345}}' * 3
 
@@ -116,7 +117,7 @@ async def _serve_raw(port: int, count: int) -> None:
     await server.stop(grace=1.0)
 
 
-async def _serve_calendar(port: int, out: str) -> None:
+async def _serve_calendar(port: int, out: str, gc_policy: str) -> None:
     from gateways.calendar import KIND
 
     samples: list[tuple[float, float]] = []
@@ -129,7 +130,7 @@ async def _serve_calendar(port: int, out: str) -> None:
             yield event
 
     kind = GatewayKind(name="calendar", parse=KIND.parse, run=measured)
-    server = GatewayServer(kind, ServerSettings(port=port))
+    server = GatewayServer(kind, ServerSettings(port=port, gc=CollectorSettings(policy=gc_policy)))
     await server.start()
     stop = asyncio.Event()
     install_signal_handlers(stop)
@@ -272,7 +273,7 @@ def main(argv: list[str]) -> None:
     elif mode == "stream-paced":
         asyncio.run(_serve_paced(port, int(argv[2]), float(argv[3])))
     elif mode == "calendar":
-        asyncio.run(_serve_calendar(port, argv[2]))
+        asyncio.run(_serve_calendar(port, argv[2], argv[3]))
     elif mode == "http-sink":
         from bench.sinks import serve_http_sink
 

@@ -5,6 +5,7 @@
     gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
     gateway client --event-sources FILE           the client alone, against a running server
     (run and client: --subscriber URL ..., --format, --name, --ops-port, --when-full, --grace)
+    (serve and run: --gc paced|python, how garbage collection is paced; $GATEWAY_GC)
 
 Exit codes: 0 success (validate: all valid), 1 failure (validate: any invalid), 2 usage error.
 """
@@ -33,6 +34,7 @@ from common.metrics_http import MetricsServer
 from common.server.app import install_signal_handlers, serve
 from common.settings import (
     DEFAULT_SERVER_PORT,
+    CollectorSettings,
     LogSettings,
     PodEnvironment,
     ServerSettings,
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=-1, help="serve the kind's Prometheus /metrics here (-1: off)"
     )
     serve_cmd.add_argument("--metrics-host", default="0.0.0.0", help="interface of the metrics port")
+    _gc_arg(serve_cmd)
 
     validate_cmd = commands.add_parser("validate", help="validate a ConfigMap YAML of event sources")
     validate_cmd.add_argument("kind")
@@ -69,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run a gateway standalone: server and client in one process")
     run_cmd.add_argument("kind")
     run_cmd.add_argument("--event-sources", type=Path, default=None, help="ConfigMap YAML (default: a demo)")
+    _gc_arg(run_cmd)
     _delivery_args(run_cmd, ops_default=-1)
 
     client_cmd = commands.add_parser("client", help="run the gateway client against a running server")
@@ -83,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     _delivery_args(client_cmd, ops_default=DEFAULT_OPS_PORT)
     return parser
+
+
+def _gc_arg(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--gc",
+        default=os.environ.get("GATEWAY_GC", "paced"),
+        metavar="POLICY",
+        help="garbage collection: paced (default; $GATEWAY_GC) or python",
+    )
 
 
 def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int) -> None:
@@ -143,6 +156,7 @@ def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
         port=DEFAULT_SERVER_PORT if port is None else port,
         grace_period=args.grace,
         metrics_port=args.metrics_port,
+        gc=CollectorSettings(policy=args.gc),
         pod=pod,
     )
 
@@ -189,11 +203,12 @@ def _run(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
     gateway = gateway_identity(kind.name, args.name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
     settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, grace_period=args.grace)
+    gc = CollectorSettings(policy=args.gc)
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_standalone(kind, config, delivery, stop, settings=settings)
+        await run_standalone(kind, config, delivery, stop, settings=settings, gc=gc)
 
     asyncio.run(main())
     return EXIT_OK

@@ -76,6 +76,27 @@ class LogSettings:
     """The root level; ``DEBUG_LOG=true`` (the v0.11 switch) lowers it to DEBUG."""
 
 
+GC_POLICIES = ("paced", "python")
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """How the server paces CPython's garbage collector."""
+
+    policy: str = "paced"
+    """``paced`` (see ``common.server.collector``) or ``python`` (CPython's own allocation-count triggers)."""
+    young_interval: float = 0.1
+    """Seconds between young passes."""
+    full_interval: float = 60.0
+    """Seconds between full passes over the unfrozen heap."""
+    settle: float = 1.0
+    """Seconds without a source starting before what is alive is frozen."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in GC_POLICIES:
+            raise SettingsError(f"gc policy {self.policy!r}: expected one of {', '.join(GC_POLICIES)}")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """The gRPC gateway server."""
@@ -99,5 +120,7 @@ class ServerSettings:
     max_pending_rpcs: int = 50_000
     """Calls gRPC may hold before the server accepts them. gRPC's own limits (1,000, hard 3,000)
     cancel calls when a client starts thousands of sources at once; this covers 10,000 and more."""
+    gc: CollectorSettings = field(default_factory=CollectorSettings)
+    """How garbage collection is paced (``--gc``, ``GATEWAY_GC``): see ``common.server.collector``."""
     pod: PodEnvironment = field(default_factory=PodEnvironment)
     """The seed environment of the pod, for logs and status."""

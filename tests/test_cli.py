@@ -145,3 +145,19 @@ async def test_serve_exposes_the_kinds_metrics_on_the_metrics_port(tmp_path: Pat
             await wait_until(metrics_served, what="the webhook metrics served")
     finally:
         assert await terminate(server) == 0
+
+
+@pytest.mark.parametrize("argv", [["serve", "calendar", "--gc", "lazy"], ["run", "calendar", "--gc", "lazy"]])
+def test_an_unknown_gc_policy_is_a_usage_error_naming_it(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert "gc policy 'lazy'" in capsys.readouterr().err
+
+
+def test_the_gc_policy_variable_is_read_when_no_flag_is_given(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GATEWAY_GC", "sometimes")
+    assert main(["serve", "calendar"]) == 2
+    assert "gc policy 'sometimes'" in capsys.readouterr().err

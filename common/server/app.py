@@ -16,8 +16,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from common import tasks
 from common.kinds import GatewayKind
 from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.server import collector
 from common.server.servicer import EventingServicer
 from common.settings import ServerSettings, SettingsError
 
@@ -36,6 +38,9 @@ class GatewayServer:
         self.port = 0
         """The bound port, once started."""
         self._server: grpc.aio.Server | None = None
+        self._collector_task: asyncio.Task[None] | None = None
+        self.collector: collector.PacedCollector | None = None
+        """The paced garbage collector while serving under the ``paced`` policy."""
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port. Raises ``SettingsError`` if it cannot bind."""
@@ -61,6 +66,10 @@ class GatewayServer:
             raise SettingsError(f"cannot listen on {address}: the address is in use or not available")
         await server.start()
         self._server = server
+        if self.settings.gc.policy == "paced":
+            self.collector = self.servicer.collector = collector.PacedCollector(self.settings.gc)
+            collector.take_over()
+            self._collector_task = tasks.start(self.collector.run(), name="garbage collector", eternal=True)
         reserved = {self.port, self.settings.ops_port, self.settings.metrics_port}
         self.servicer.reserved_ports = frozenset(reserved - {0, -1})
         for service in ("", SERVICE_NAME):
@@ -86,6 +95,11 @@ class GatewayServer:
         self._server = None
         if self.kind.close is not None:
             await self.kind.close()
+        if self._collector_task is not None:
+            await tasks.stop(self._collector_task, timeout=1.0, reason="server stopped")
+            self._collector_task = None
+            self.collector = self.servicer.collector = None
+            collector.hand_back()
         _log.info("The %s gateway server has stopped.", self.kind.name)
 
 

@@ -18,6 +18,7 @@ from common.kinds import GatewayKind, SourceContext
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2, eventing_pb2_grpc
 from common.server.channel import Channel, ChannelClosed
+from common.server.collector import PacedCollector
 from common.server.outcome import ShuttingDown, stream_end
 from common.settings import ServerSettings
 
@@ -78,6 +79,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._idle.set()
         self._stopping = False
         self._source_log = logging.getLogger(f"gateways.{kind.name}")
+        self.collector: PacedCollector | None = None
+        """Told when sources start and end, when the server paces garbage collection."""
         self.reserved_ports = frozenset({settings.port, settings.ops_port, settings.metrics_port} - {0, -1})
         """Ports no source may take: the gRPC port (set again once bound) and the client's ops port."""
 
@@ -129,6 +132,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         self._sessions.add(session)
         self._configs[name] = session
         self._idle.clear()
+        if self.collector is not None:
+            self.collector.source_started()
         # The RPC's own end ends the session too: grpc.aio does not always close a generator whose call
         # was cancelled just as the server began to stop, and such a session would hold up the shutdown.
         # types-grpcio declares the callback as a concrete class, which no function matches.
@@ -212,6 +217,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         if session not in self._sessions:
             return False
         self._sessions.discard(session)
+        if self.collector is not None:
+            self.collector.source_ended()
         if self._configs.get(session.name) is session:
             del self._configs[session.name]
         if not self._sessions:

@@ -1,0 +1,150 @@
+"""The paced garbage collector: young passes on a clock, frozen long-lived state, cycles still reclaimed.
+
+These run CPython's real collector; only the clock that decides which pass is due is injected.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from common.rpc import eventing_pb2, eventing_stub
+from common.server import collector
+from common.server.app import GatewayServer
+from common.server.collector import PacedCollector, Pass
+from common.settings import CollectorSettings, ServerSettings, SettingsError
+from tests.kinds import TICK
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Node:
+    """A container that can sit in a reference cycle."""
+
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def make_cycle() -> weakref.ref[Node]:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+@pytest.fixture
+def paced() -> Iterator[tuple[PacedCollector, Clock]]:
+    clock = Clock()
+    collector.take_over()
+    try:
+        yield PacedCollector(CollectorSettings(settle=1.0, full_interval=60.0), clock=clock), clock
+    finally:
+        collector.hand_back()
+
+
+def test_automatic_collection_is_off_while_a_paced_collector_runs_and_back_after() -> None:
+    collector.take_over()
+    collector.take_over()
+    assert not gc.isenabled()
+    collector.hand_back()
+    assert not gc.isenabled(), "a second holder still paces collection"
+    collector.hand_back()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_tick_with_nothing_due_is_a_young_pass_that_reclaims_a_fresh_cycle(
+    paced: tuple[PacedCollector, Clock],
+) -> None:
+    pacer, _ = paced
+    dead = make_cycle()
+    assert dead() is not None, "automatic collection is off, so only the pass can reclaim it"
+    assert pacer.tick() is Pass.YOUNG
+    assert dead() is None
+
+
+def test_starts_settle_into_a_freeze_of_what_is_alive(paced: tuple[PacedCollector, Clock]) -> None:
+    pacer, clock = paced
+    pacer.source_started()
+    clock.now += 0.5
+    assert pacer.tick() is Pass.YOUNG, "starts have not settled yet"
+    clock.now += 0.5
+    assert pacer.tick() is Pass.SETTLE
+    assert gc.get_freeze_count() > 0
+    assert pacer.tick() is Pass.YOUNG, "one freeze per settled burst of starts"
+
+
+def test_a_full_pass_comes_every_full_interval(paced: tuple[PacedCollector, Clock]) -> None:
+    pacer, clock = paced
+    clock.now += 59.9
+    assert pacer.tick() is Pass.YOUNG
+    clock.now += 0.1
+    assert pacer.tick() is Pass.FULL
+    assert pacer.tick() is Pass.YOUNG
+    assert pacer.passes == {Pass.YOUNG: 2, Pass.FULL: 1}
+
+
+def test_a_cycle_frozen_while_alive_is_reclaimed_by_the_deep_pass_after_a_source_ends(
+    paced: tuple[PacedCollector, Clock],
+) -> None:
+    pacer, clock = paced
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    pacer.source_started()
+    clock.now += 1.0
+    assert pacer.tick() is Pass.SETTLE  # the cycle is alive, so it is frozen
+    del a, b
+    clock.now += 60.0
+    assert pacer.tick() is Pass.FULL
+    assert ref() is not None, "a full pass leaves frozen objects alone"
+    pacer.source_ended()
+    clock.now += 1.0
+    assert pacer.tick() is Pass.DEEP
+    assert ref() is None
+
+
+def test_an_unknown_policy_is_a_settings_error_naming_it() -> None:
+    with pytest.raises(SettingsError, match="'lazy'"):
+        CollectorSettings(policy="lazy")
+
+
+async def test_a_server_paces_collection_while_serving_and_its_sources_drive_the_freezes() -> None:
+    settings = ServerSettings(port=0, gc=CollectorSettings(young_interval=60.0, settle=0.0))
+    server = GatewayServer(TICK, settings)
+    await server.start()
+    try:
+        assert not gc.isenabled()
+        assert server.collector is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = eventing_stub(channel).StartEventSource(
+                eventing_pb2.EventSource(name="one", data="every: 0.01", version="v0.10")
+            )
+            await call.read()  # the source runs
+            assert server.collector.tick() is Pass.SETTLE
+            call.cancel()
+            await server.servicer.wait_idle()
+        assert server.collector.tick() is Pass.DEEP
+    finally:
+        await server.stop()
+    assert gc.isenabled()
+    assert server.collector is None
+
+
+async def test_the_python_policy_leaves_collection_alone() -> None:
+    server = GatewayServer(TICK, ServerSettings(port=0, gc=CollectorSettings(policy="python")))
+    await server.start()
+    try:
+        assert gc.isenabled()
+        assert server.collector is None
+    finally:
+        await server.stop()
