@@ -6,9 +6,10 @@ Processes, each its own:
 * the subscriber: ``bench.servers http-sink``, which counts events per source, checks their order per
   load-generator worker, stamps each arrival, and reads the load generator's send time from the
   event (``X-Sent-At`` among the request headers the event forwards in ``ce-headers``);
-* the system under test: ``gateway run webhook`` standalone (server and client in one process,
-  talking gRPC over loopback as a pod's two containers do), one endpoint ``POST /bench``, delivering
-  in binary mode to the sink;
+* the system under test, run as a pod runs it: ``gateway serve webhook`` and ``gateway client`` in two
+  processes talking gRPC over loopback, one endpoint ``POST /bench``, delivering in binary mode to the
+  sink (``BENCH_WEBHOOK_MODE=standalone`` measures ``gateway run webhook``, both in one process,
+  instead); its CPU is both processes' together;
 * the baseline: ``bench.servers relay``, a bare aiohttp server whose handler reads the body, POSTs
   the same CloudEvent (the same ``Content-Type``, ``ce-*`` headers and body, written by
   ``common.client.cloudevent.encode``) to the sink with one shared keep-alive session, and answers
@@ -21,7 +22,8 @@ Throughput (unpaced): events the sink accepted over the time from the load gener
 the sink's last arrival. Latency (paced): the sink's arrival time minus ``X-Sent-At``; percentiles
 over the events of every round. Rounds alternate gateway and relay; throughput is the median round.
 
-``BENCH_WEBHOOK_PROFILE=FILE`` runs the gateway process under cProfile, written to FILE at its exit.
+``BENCH_WEBHOOK_PROFILE=FILE`` runs the gateway's process that serves HTTP under cProfile, written to
+FILE at its exit.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ TARGET_RATIO = 0.8
 TARGET_ADDED_P99_MS = 2.0
 ENDPOINT = "/bench"
 WHO = ("gateway", "relay")
+MODE = os.environ.get("BENCH_WEBHOOK_MODE", "pod")
+"""``pod``: the gateway as two processes (server, client); ``standalone``: ``gateway run``, one process."""
 MEASURED_AT = (
     "the sink process, when it has read the POST (before its 200); send time stamped by the load "
     "generator process just before each POST"
@@ -73,28 +77,45 @@ data:
 class Target:
     who: str
     url: str
-    pid: int
+    pids: tuple[int, ...]
+    """Every process of the target: their CPU is counted together."""
 
 
 # --- the processes ------------------------------------------------------------------------------
 
 
-def _gateway_cmd(config: Path, sink_url: str) -> list[str]:
+def _python() -> list[str]:
     profile = os.environ.get("BENCH_WEBHOOK_PROFILE", "")
-    python = [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else [])]
-    return [
-        *python,
-        "-m",
-        "common.cli",
-        "run",
-        "webhook",
-        "--event-sources",
-        str(config),
-        "--subscriber",
-        sink_url,
-        "--ops-port",
-        "-1",
-    ]
+    return [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "common.cli"]
+
+
+def _standalone_cmd(config: Path, sink_url: str) -> list[str]:
+    delivery = ["--subscriber", sink_url, "--ops-port", "-1"]
+    return [*_python(), "run", "webhook", "--event-sources", str(config), *delivery]
+
+
+def _pod_cmds(config: Path, sink_url: str, grpc_port: int) -> tuple[list[str], list[str]]:
+    """The gateway server and the client, as a pod's two containers run them."""
+    server = [*_python(), "serve", "webhook", "--port", str(grpc_port)]
+    client = [sys.executable, "-m", "common.cli", "client", "--server", f"127.0.0.1:{grpc_port}"]
+    client += ["--event-sources", str(config), "--name", "webhook-gateway", "--kind", "webhook"]
+    client += ["--subscriber", sink_url, "--ops-port", "-1"]
+    return server, client
+
+
+def _gateway(
+    stack: contextlib.ExitStack, tmp: Path, config: Path, sink_url: str, port: int
+) -> tuple[int, ...]:
+    """Start the gateway under test; its processes' ids."""
+    if MODE == "standalone":
+        return (
+            stack.enter_context(process(_standalone_cmd(config, sink_url), port, tmp / "gateway.log")).pid,
+        )
+    grpc_port = free_port()
+    server_cmd, client_cmd = _pod_cmds(config, sink_url, grpc_port)
+    server = stack.enter_context(process(server_cmd, grpc_port, tmp / "gateway-server.log"))
+    client = stack.enter_context(process(client_cmd, port, tmp / "gateway-client.log"))
+    return server.pid, client.pid
 
 
 def _control(control: str, path: str, *, post: bool = False, timeout: float = 10.0) -> Any:
@@ -130,10 +151,13 @@ def _ready(url: str, control: str) -> None:
     _control(control, "/reset", post=True)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User plus system CPU seconds of processes ``pids`` so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
@@ -146,15 +170,13 @@ def _processes(tmp: Path) -> Iterator[tuple[list[Target], str]]:
     config.write_text(CONFIG.format(source=RELAY_SOURCE, endpoint=ENDPOINT, port=gateway_port))
     with contextlib.ExitStack() as stack:
         stack.enter_context(server_process(["http-sink", str(sink_port)], sink_port, tmp / "sink.log"))
-        gateway = stack.enter_context(
-            process(_gateway_cmd(config, sink_url), gateway_port, tmp / "gateway.log")
-        )
+        gateway = _gateway(stack, tmp, config, sink_url, gateway_port)
         relay = stack.enter_context(
             server_process(["relay", str(relay_port), sink_url], relay_port, tmp / "relay.log")
         )
         targets = [
-            Target("gateway", f"http://127.0.0.1:{gateway_port}{ENDPOINT}", gateway.pid),
-            Target("relay", f"http://127.0.0.1:{relay_port}{ENDPOINT}", relay.pid),
+            Target("gateway", f"http://127.0.0.1:{gateway_port}{ENDPOINT}", gateway),
+            Target("relay", f"http://127.0.0.1:{relay_port}{ENDPOINT}", (relay.pid,)),
         ]
         for target in targets:
             _ready(target.url, control)
@@ -181,10 +203,10 @@ def _load(url: str, count: int, rate: float) -> dict[str, Any]:
 def _measure(target: Target, control: str, count: int, rate: float, *, strict: bool) -> dict[str, Any]:
     """One run of the load generator against ``target``; the sink's stats with the load's outcome."""
     _control(control, "/reset", post=True)
-    cpu = _cpu_seconds(target.pid)
+    cpu = _cpu_seconds(target.pids)
     outcome = _load(target.url, count, rate)
     stats: dict[str, Any] = _control(control, f"/stats?count={outcome['ok']}&timeout=30", timeout=60)
-    stats["target_cpu_s"] = _cpu_seconds(target.pid) - cpu
+    stats["target_cpu_s"] = _cpu_seconds(target.pids) - cpu
     stats["load"] = outcome
     stats["non_2xx"] = outcome["sent"] - outcome["ok"]
     _check(target.who, stats, count, strict=strict)
@@ -242,6 +264,7 @@ def throughput(targets: list[Target], control: str, count: int, rounds: int) -> 
     gateway, relay = median(rates["gateway"]), median(rates["relay"])
     return {
         "benchmark": "webhook end to end throughput (POST -> gateway -> HTTP subscriber, unpaced)",
+        "gateway_mode": MODE,
         "measured_at": MEASURED_AT,
         "events": count,
         "concurrency": CONCURRENCY,
@@ -285,6 +308,7 @@ def latency(targets: list[Target], control: str, rate: float, duration: float, r
         "measured": "sink arrival time - X-Sent-At stamped by the load generator just before the POST; "
         "percentiles over the events of every round",
         "measured_at": MEASURED_AT,
+        "gateway_mode": MODE,
         "rate_events_per_s": rate,
         "concurrency": CONCURRENCY,
         "duration_s": duration,

@@ -41,9 +41,9 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-from cloudevents.core.bindings.common import CONTENT_TYPE_HEADER
-from cloudevents.core.bindings.http import HTTPMessage, to_binary, to_structured
+from cloudevents.core.bindings.http import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
@@ -62,6 +62,10 @@ LEGACY_EVENT_TYPE_VERSION = "v0.10"
 LEGACY_CLOUDEVENTS_VERSION = "0.1"
 
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]+$")
+_HEADER_SAFE_CHARS = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+"""What a ``ce-*`` header value keeps as is (HTTP binding 3.1.3.2): printable ASCII but space, ``"``, ``%``."""
+_HEADER_SAFE = re.compile(r"^[!#$&-~]*$")
+"""A value made only of ``_HEADER_SAFE_CHARS``, which needs no percent-encoding."""
 _JSON_FORMAT = JSONFormat()
 
 
@@ -148,17 +152,20 @@ def _sdk_event(attributes: dict[str, str], data: Any) -> CloudEvent:
     return CloudEvent({**attributes, "time": _isoparse(attributes["time"])}, data)
 
 
-def _headers(message: HTTPMessage) -> dict[str, str]:
-    """The SDK's headers with ``Content-Type`` spelled as every other header here spells it."""
-    return {
-        ("Content-Type" if name == CONTENT_TYPE_HEADER else name): v for name, v in message.headers.items()
-    }
-
-
 def _binary(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict[str, str]]:
-    """Binary mode: the SDK writes bytes data as the body unchanged and percent-encodes ``ce-*`` values."""
-    message = to_binary(_sdk_event(attributes, payload), _JSON_FORMAT)
-    return message.body, _headers(message)
+    """Binary mode: the payload as the body, unchanged; ``Content-Type`` and ``ce-*`` headers.
+
+    Written here rather than through the SDK's ``to_binary``, which builds and validates an event and
+    percent-encodes every value, for a third of the CPU of an event's delivery; a test holds the two
+    to the same output.
+    """
+    headers = {"Content-Type": attributes["datacontenttype"]}
+    for name, value in attributes.items():
+        if name != "datacontenttype":
+            headers[f"ce-{name}"] = (
+                value if _HEADER_SAFE.match(value) else quote(value, safe=_HEADER_SAFE_CHARS)
+            )
+    return payload, headers
 
 
 def _structured(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict[str, str]]:

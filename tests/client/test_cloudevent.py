@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cloudevents.core.bindings.http import HTTPMessage, from_binary, from_structured
+from cloudevents.core.bindings.http import HTTPMessage, from_binary, from_structured, to_binary
+from cloudevents.core.v1.event import CloudEvent
 from cloudevents.core.formats.json import JSONFormat
 from dateutil.parser import isoparse
 
@@ -173,6 +174,29 @@ def test_binary_header_values_are_percent_encoded_beyond_printable_ascii() -> No
         encode(received, GATEWAY, Format.BINARY).headers["ce-eventsubject"]
         == "gr%C3%BC%C3%9Fe%20100%25%0D%0A"
     )
+
+
+@pytest.mark.parametrize(
+    "received",
+    [
+        _full(),
+        _full(b"\x00\xff", "application/octet-stream"),
+        _received(id="a b", payload=b"{}", subject="grüße 100%\r\n", extensions={"empty": "", "q": '"x"'}),
+        _received(
+            id="s:1", payload=b"", time="2026-03-29T01:30:00Z", extensions={"tilde": "~!#$&'()*+,/:;=?@[]"}
+        ),
+    ],
+    ids=["full", "binary-data", "escapes", "every-safe-character"],
+)
+def test_binary_mode_writes_exactly_what_the_sdks_to_binary_writes(received: ReceivedEvent) -> None:
+    attributes = to_attributes(received, GATEWAY)
+    sdk_event = CloudEvent({**attributes, "time": isoparse(attributes["time"])}, received.event.payload)
+    sdk = to_binary(sdk_event, JSONFormat())
+    ours = encode(received, GATEWAY, Format.BINARY)
+    assert ours.body == sdk.body
+    assert {name.lower(): value for name, value in ours.headers.items()} == {
+        name.lower(): value for name, value in sdk.headers.items()
+    }
 
 
 @pytest.mark.parametrize(
