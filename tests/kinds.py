@@ -24,6 +24,8 @@ class TickConfig:
     every: float = 0.0
     end: str = "complete"
     port: int = 0
+    burst: bool = False
+    """Yield without giving the event loop a turn between events (events pile up in the channel)."""
 
 
 ENDS = ("complete", "unavailable", "failed", "crash")
@@ -40,7 +42,7 @@ def parse(data: str) -> TickConfig:
         problems["every"] = "must be a number of seconds"
     if problems:
         raise ConfigError(problems)
-    return TickConfig(**{k: raw[k] for k in ("count", "every", "end", "port") if k in raw})
+    return TickConfig(**{k: raw[k] for k in ("count", "every", "end", "port", "burst") if k in raw})
 
 
 @dataclass
@@ -62,7 +64,8 @@ async def run(ctx: SourceContext, config: TickConfig) -> AsyncGenerator[SourceEv
                 payload=f"{ctx.name}-{n}".encode(), id=f"{ctx.name}:{n}", content_type="text/plain"
             )
             n += 1
-            await asyncio.sleep(config.every)
+            if not config.burst:
+                await asyncio.sleep(config.every)
         if config.end == "unavailable":
             raise SourceUnavailable("the broker went away", source=ctx.name)
         if config.end == "failed":

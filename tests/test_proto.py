@@ -40,7 +40,7 @@ def test_the_v0_11_fields_keep_their_numbers_and_types() -> None:
 
     string, boolean, raw = 9, 8, 12
     assert eventing_pb2.DESCRIPTOR.package == "gateways"
-    source = fields("EventSource")
+    source = {k: v for k, v in fields("EventSource").items() if v[0] <= 4}
     assert source == {"id": (1, string), "name": (2, string), "data": (3, string), "version": (4, string)}
     assert {k: v for k, v in fields("Event").items() if v[0] <= 2} == {
         "name": (1, string),

@@ -63,7 +63,7 @@ LEGACY_CLOUDEVENTS_VERSION = "0.1"
 
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]+$")
 _HEADER_SAFE_CHARS = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
-"""What a ``ce-*`` header value keeps as is (HTTP binding 3.1.3.2): printable ASCII but space, ``"``, ``%``."""
+"""What a ``ce-*`` header value keeps as is (HTTP binding 3.1.3.2): printable ASCII but space, `"`, `%`."""
 _HEADER_SAFE = re.compile(r"^[!#$&-~]*$")
 """A value made only of ``_HEADER_SAFE_CHARS``, which needs no percent-encoding."""
 _JSON_FORMAT = JSONFormat()

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ommon/rpc/eventing.proto\x12\x08gateways\"F\n\x0b\x45ventSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\xcf\x01\n\x05\x45vent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x33\n\nextensions\x18\x07 \x03(\x0b\x32\x1f.gateways.Event.ExtensionsEntry\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10ValidEventSource\x12\x0f\n\x07isValid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x92\x01\n\x08\x45venting\x12<\n\x10StartEventSource\x12\x15.gateways.EventSource\x1a\x0f.gateways.Event0\x01\x12H\n\x13ValidateEventSource\x12\x15.gateways.EventSource\x1a\x1a.gateways.ValidEventSourceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ommon/rpc/eventing.proto\x12\x08gateways\"W\n\x0b\x45ventSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"\xef\x01\n\x05\x45vent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x33\n\nextensions\x18\x07 \x03(\x0b\x32\x1f.gateways.Event.ExtensionsEntry\x12\x1e\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x0f.gateways.Event\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10ValidEventSource\x12\x0f\n\x07isValid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x92\x01\n\x08\x45venting\x12<\n\x10StartEventSource\x12\x15.gateways.EventSource\x1a\x0f.gateways.Event0\x01\x12H\n\x13ValidateEventSource\x12\x15.gateways.EventSource\x1a\x1a.gateways.ValidEventSourceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT_EXTENSIONSENTRY']._loaded_options = None
   _globals['_EVENT_EXTENSIONSENTRY']._serialized_options = b'8\001'
   _globals['_EVENTSOURCE']._serialized_start=39
-  _globals['_EVENTSOURCE']._serialized_end=109
-  _globals['_EVENT']._serialized_start=112
-  _globals['_EVENT']._serialized_end=319
-  _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=270
-  _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=319
-  _globals['_VALIDEVENTSOURCE']._serialized_start=321
-  _globals['_VALIDEVENTSOURCE']._serialized_end=372
-  _globals['_EVENTING']._serialized_start=375
-  _globals['_EVENTING']._serialized_end=521
+  _globals['_EVENTSOURCE']._serialized_end=126
+  _globals['_EVENT']._serialized_start=129
+  _globals['_EVENT']._serialized_end=368
+  _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=319
+  _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=368
+  _globals['_VALIDEVENTSOURCE']._serialized_start=370
+  _globals['_VALIDEVENTSOURCE']._serialized_end=421
+  _globals['_EVENTING']._serialized_start=424
+  _globals['_EVENTING']._serialized_end=570
 # @@protoc_insertion_point(module_scope)

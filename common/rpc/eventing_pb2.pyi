@@ -32,6 +32,7 @@ class EventSource(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    BATCHES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """ID of the event source: FNV-32a of the ConfigMap key + value, in decimal."""
     name: _builtins.str
@@ -42,6 +43,13 @@ class EventSource(_message.Message):
     """Version of the event source: the ConfigMap label
     argo-events-event-source-version.
     """
+    batches: _builtins.bool
+    """Additive (not in v0.11).
+
+    The client reads batched messages (Event.batch). A server that does not
+    know this field sends one event per message, as v0.11 did; a v0.11
+    client never sets it, so it never receives a batch.
+    """
     def __init__(
         self,
         *,
@@ -49,10 +57,11 @@ class EventSource(_message.Message):
         name: _builtins.str = ...,
         data: _builtins.str = ...,
         version: _builtins.str = ...,
+        batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "id", b"id", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "data", b"data", "id", b"id", "name", b"name", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -89,6 +98,7 @@ class Event(_message.Message):
     SUBJECT_FIELD_NUMBER: _builtins.int
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     EXTENSIONS_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The event source name."""
     payload: _builtins.bytes
@@ -112,6 +122,14 @@ class Event(_message.Message):
         (lower-case a-z and 0-9, at most 20 characters); a value may be JSON text.
         """
 
+    @_builtins.property
+    def batch(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """Sent only to a client that set EventSource.batches: when non-empty, this
+        message carries these events, in order, and its own fields are unset.
+        Events that are ready together travel in one message, which costs each
+        side one write and one read instead of one per event.
+        """
+
     def __init__(
         self,
         *,
@@ -122,10 +140,11 @@ class Event(_message.Message):
         subject: _builtins.str = ...,
         content_type: _builtins.str = ...,
         extensions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        batch: _abc.Iterable[Global___Event] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "extensions", b"extensions", "id", b"id", "name", b"name", "payload", b"payload", "subject", b"subject", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "content_type", b"content_type", "extensions", b"extensions", "id", b"id", "name", b"name", "payload", b"payload", "subject", b"subject", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,6 +24,12 @@ from common.settings import ServerSettings
 
 _log = logging.getLogger(__name__)
 
+MAX_GROUP_EVENTS = 64
+"""Events sent in one message to a client that reads batches (``EventSource.batches``)."""
+MAX_GROUP_BYTES = 1024 * 1024
+"""Payload bytes grouped into one message: a quarter of gRPC's default 4 MiB receive limit. A larger
+event travels alone, as it would to any client."""
+
 
 @dataclass(eq=False)
 class _Session:
@@ -49,6 +55,17 @@ def _fail_unwritten(events: list[SourceEvent]) -> None:
             event.written.set_exception(
                 NotWritten("the event source's stream ended before the event was sent")
             )
+
+
+def group_end(events: list[SourceEvent], start: int, limit: int) -> int:
+    """Where the group of events sent in one message, from ``start``, ends (at least one event)."""
+    end, size = start + 1, len(events[start].payload)
+    while end < len(events) and end - start < limit:
+        size += len(events[end].payload)
+        if size > MAX_GROUP_BYTES:
+            break
+        end += 1
+    return end
 
 
 class _ConfigView(Mapping[str, Any]):
@@ -140,13 +157,21 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         context.add_done_callback(lambda _: self._rpc_done(session))  # type: ignore[arg-type]
         log.info("Event source started.")
         cancelled = True
+        group_limit = MAX_GROUP_EVENTS if request.batches else 1
         try:
             while (batch := await session.channel.receive()) is not None:
                 session.unsent = batch
-                for index, event in enumerate(batch):
-                    yield event.to_proto(name)
-                    _mark_written(event)
-                    session.unsent = batch[index + 1 :]
+                start = 0
+                while start < len(batch):
+                    stop = group_end(batch, start, group_limit)
+                    if stop - start == 1:
+                        yield batch[start].to_proto(name)
+                    else:
+                        yield eventing_pb2.Event(batch=[e.to_proto(name) for e in batch[start:stop]])
+                    for event in batch[start:stop]:
+                        _mark_written(event)
+                    start = stop
+                    session.unsent = batch[stop:]
             cancelled = False
         finally:
             await self._end_session(session, log, cancelled)

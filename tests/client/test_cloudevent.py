@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_binary, from_structured, to_binary
-from cloudevents.core.v1.event import CloudEvent
 from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
 
 from common.client.cloudevent import encode, legacy_envelope, to_attributes

@@ -68,6 +68,15 @@ async def test_every_source_streams_its_events_in_order(
     assert status.server_connected
 
 
+async def test_a_burst_that_arrives_in_batches_reaches_the_sink_event_by_event_in_order(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("burst", "count: 300\nburst: true")])
+    assert await got.until("burst", 300) == [f"burst-{i}".encode() for i in range(300)]
+    assert status.nodes["burst"].events == 300
+
+
 async def test_a_change_restarts_only_the_changed_source_and_leaves_the_others_untouched(
     rig: tuple[Lifecycle, StatusBoard, Collected],
 ) -> None:

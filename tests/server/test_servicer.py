@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from common.events import SourceEvent
 from common.rpc import eventing_pb2, eventing_stub
 from common.server.app import GatewayServer
+from common.server.servicer import MAX_GROUP_BYTES, group_end
 from tests.kinds import JOURNAL
 
 if TYPE_CHECKING:
@@ -218,3 +220,37 @@ async def test_a_cancel_racing_a_shutdown_still_ends_the_session(caplog: pytest.
         async with asyncio.timeout(2.5):  # well inside the grace period: nothing is left to wait out
             await server.stop()
     assert not [r for r in caplog.records if "still running" in r.getMessage()]
+
+
+async def test_a_client_that_reads_batches_gets_events_ready_together_in_one_message_in_order(
+    stub: EventingAsyncStub,
+) -> None:
+    request = source("b", "count: 40\nburst: true")
+    request.batches = True
+    messages = await collect(stub, request)
+    assert any(len(m.batch) > 1 for m in messages), "a burst travels in batches"
+    assert all(not m.payload and not m.name for m in messages if m.batch), "a batch's own fields are unset"
+    events = [e for m in messages for e in (m.batch or [m])]
+    assert [e.payload for e in events] == [f"b-{i}".encode() for i in range(40)]
+    assert {e.name for e in events} == {"b"}
+
+
+async def test_a_v0_11_client_that_does_not_ask_for_batches_gets_one_event_per_message(
+    stub: EventingAsyncStub,
+) -> None:
+    messages = await collect(stub, source("b", "count: 40\nburst: true"))
+    assert not any(m.batch for m in messages)
+    assert [m.payload for m in messages] == [f"b-{i}".encode() for i in range(40)]
+
+
+def test_a_group_stops_at_its_event_limit_and_its_byte_limit_and_a_large_event_travels_alone() -> None:
+    def events(*sizes: int) -> list[SourceEvent]:
+        return [SourceEvent(payload=b"x" * size) for size in sizes]
+
+    assert group_end(events(1, 1, 1, 1, 1), 0, 3) == 3
+    assert group_end(events(1, 1, 1, 1, 1), 3, 3) == 5
+    assert group_end(events(1, 1, 1), 0, 1) == 1, "a limit of one never groups"
+    half = MAX_GROUP_BYTES // 2
+    assert group_end(events(half, half, 1), 0, 64) == 2
+    assert group_end(events(MAX_GROUP_BYTES * 2, 1), 0, 64) == 1
+    assert group_end(events(1, MAX_GROUP_BYTES * 2), 0, 64) == 1
