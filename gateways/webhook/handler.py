@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import Counter
 
 from common.events import NotWritten
 from common.server.channel import ChannelClosed
@@ -64,10 +65,16 @@ class PortHandler:
     def __init__(self, port: int, lookup: Lookup) -> None:
         self.port = port
         self._lookup = lookup
+        self._responses: dict[int, Counter] = {}
+        """The response counter's child per status code, looked up once (labels() costs per request)."""
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         response = await self._handle(request)
-        metrics.RESPONSES.labels(port=str(self.port), code=str(response.status)).inc()
+        counter = self._responses.get(response.status)
+        if counter is None:
+            counter = metrics.RESPONSES.labels(port=str(self.port), code=str(response.status))
+            self._responses[response.status] = counter
+        counter.inc()
         return response
 
     async def _handle(self, request: web.BaseRequest) -> web.Response:
@@ -181,7 +188,7 @@ async def _hand_off(request: web.BaseRequest, route: Route, body: bytes) -> web.
     event = binding.to_event(route.source, message, strip=strip, written=written)
     try:
         await route.channel.send(event)
-        await asyncio.shield(written)
+        await written  # a caller that goes away cancels it: the event is still sent, just not answered
     except (ChannelClosed, NotWritten):
         return unavailable("the event source's stream ended before the event was sent; retry shortly")
     metrics.BODY_BYTES.labels(source=route.source).inc(len(body))
