@@ -18,7 +18,8 @@ The paced policy (``ServerSettings.gc``, ``paced`` by default) replaces those tr
 - a source that ended may leave cycles among frozen objects, so the settle after any source has ended
   is a deep pass instead: unfreeze, collect everything, freeze again. That pass takes time in
   proportion to the running sources (0.7 s at 10,000) and happens only after the set of sources
-  changed.
+  changed, at most once per ``full_interval``: a source that keeps failing and restarting gets plain
+  settles in between, and the deep pass that follows reclaims what all of its runs left.
 
 The collector is process-wide (the interpreter has one). ``python`` leaves CPython's own policy alone.
 """
@@ -60,6 +61,7 @@ class PacedCollector:
         self._last_start: float | None = None
         """When the latest source started, while it is not frozen yet."""
         self._ended = False
+        self._last_deep: float | None = None
         self._last_full = clock()
         self.passes: Counter[Pass] = Counter()
         """Passes run so far, by kind."""
@@ -69,7 +71,8 @@ class PacedCollector:
         self._last_start = self._clock()
 
     def source_ended(self) -> None:
-        """A source ended: the next settle is a deep pass, to reclaim what it left among frozen objects."""
+        """A source ended: a deep pass follows (at most one per ``full_interval``), to reclaim what it left
+        among frozen objects."""
         self._ended = True
         self._last_start = self._last_start or self._clock()
 
@@ -78,7 +81,8 @@ class PacedCollector:
         now = self._clock()
         kind = Pass.YOUNG
         if self._last_start is not None and now - self._last_start >= self.settings.settle:
-            kind = Pass.DEEP if self._ended else Pass.SETTLE
+            deep_due = self._last_deep is None or now - self._last_deep >= self.settings.full_interval
+            kind = Pass.DEEP if self._ended and deep_due else Pass.SETTLE
         elif now - self._last_full >= self.settings.full_interval:
             kind = Pass.FULL
         started = time.perf_counter()
@@ -89,9 +93,10 @@ class PacedCollector:
         else:
             if kind is Pass.DEEP:
                 gc.unfreeze()
+                self._last_deep, self._ended = now, False
             gc.collect(2)
             gc.freeze()
-            self._last_start, self._ended = None, False
+            self._last_start = None
         if kind is not Pass.YOUNG:
             self._last_full = now
             level = logging.DEBUG if kind is Pass.FULL else logging.INFO

@@ -113,6 +113,24 @@ def test_a_cycle_frozen_while_alive_is_reclaimed_by_the_deep_pass_after_a_source
     assert ref() is None
 
 
+def test_a_source_that_keeps_restarting_gets_at_most_one_deep_pass_per_full_interval(
+    paced: tuple[PacedCollector, Clock],
+) -> None:
+    pacer, clock = paced
+    kinds = []
+    for _ in range(5):  # ends and restarts every 5 s, each time settling
+        pacer.source_ended()
+        pacer.source_started()
+        clock.now += 1.0
+        kinds.append(pacer.tick())
+        clock.now += 4.0
+    assert kinds == [Pass.DEEP, Pass.SETTLE, Pass.SETTLE, Pass.SETTLE, Pass.SETTLE]
+    clock.now += 60.0
+    pacer.source_started()
+    clock.now += 1.0
+    assert pacer.tick() is Pass.DEEP, "what the restarts left is reclaimed once the interval has passed"
+
+
 def test_an_unknown_policy_is_a_settings_error_naming_it() -> None:
     with pytest.raises(SettingsError, match="'lazy'"):
         CollectorSettings(policy="lazy")
