@@ -1,6 +1,7 @@
 """Subscriber URLs: where the client delivers events, and in which CloudEvents format.
 
-Accepted forms, each with an optional ``?format=binary|structured|legacy`` (else the default format):
+Accepted forms, each with an optional ``?format=binary|structured|legacy`` (else the default format)
+and an optional ``inflight=N`` (see ``SubscriberSpec.inflight``):
 
 * ``http://host[:port]/path`` and ``https://...``: one POST per event.
 * ``nats://host[:port][/subject]``: a core NATS publish (at most once), flushed per batch.
@@ -30,6 +31,11 @@ SCHEMES = ("http", "https", "nats", "jetstream")
 """The subscriber URL schemes the client delivers to."""
 NATS_DEFAULT_PORT = 4222
 """The port of a ``nats://`` or ``jetstream://`` URL that names none."""
+
+OUR_PARAMS = frozenset({"format", "inflight"})
+"""Query parameters the client reads itself; an HTTP subscriber's URL is sent without them."""
+MAX_INFLIGHT = 256
+"""The most deliveries of one source a subscriber may have in flight."""
 
 _SECRET_PARAMS = ("token", "access_token", "api_key", "apikey", "key", "password", "secret", "sig", "auth")
 _USERINFO = re.compile(r"(?<=//)([^/@?#]*)@")
@@ -62,6 +68,11 @@ class SubscriberSpec:
     """The CloudEvents format this subscriber receives."""
     display: str
     """The URL with any password or token replaced by ``***``, for logs, metrics and status."""
+    inflight: int = 1
+    """Deliveries of one event source in flight at once (``?inflight=N``, 1-256). 1, the default, keeps
+    each source's events in order, one at a time. More gives up that order for throughput, for
+    subscribers that handle each event on its own (as sensors do): a slow answer no longer holds up
+    the events behind it."""
 
     @property
     def is_nats(self) -> bool:
@@ -96,16 +107,19 @@ def parse_subscriber(url: str, default_format: Format) -> SubscriberSpec:
         raise SubscriberError(url, "no host")
     params = parse_qsl(parts.query, keep_blank_values=True)
     fmt = _format(url, [v for k, v in params if k == "format"], default_format)
-    rest = [(k, v) for k, v in params if k != "format"]
+    inflight = _inflight(url, [v for k, v in params if k == "inflight"])
+    rest = [(k, v) for k, v in params if k not in OUR_PARAMS]
     if scheme in ("http", "https"):
-        query = "&".join(p for p in parts.query.split("&") if p and p.partition("=")[0] != "format")
+        query = "&".join(p for p in parts.query.split("&") if p and p.partition("=")[0] not in OUR_PARAMS)
         address = urlunsplit((scheme, parts.netloc, parts.path or "/", query, ""))
-        return SubscriberSpec(url, scheme, address, None, fmt, redact(url))
+        return SubscriberSpec(url, scheme, address, None, fmt, redact(url), inflight)
     if rest:
-        raise SubscriberError(url, f"unknown parameter {rest[0][0]!r}; only 'format' is accepted")
+        raise SubscriberError(
+            url, f"unknown parameter {rest[0][0]!r}; only 'format' and 'inflight' are accepted"
+        )
     subject = _subject_template(url, parts)
     address = f"nats://{_userinfo(parts)}{_host(parts.hostname)}:{port or NATS_DEFAULT_PORT}"
-    return SubscriberSpec(url, scheme, address, subject, fmt, redact(url))
+    return SubscriberSpec(url, scheme, address, subject, fmt, redact(url), inflight)
 
 
 def subject_for(spec: SubscriberSpec, gateway: str, source: str) -> str:
@@ -125,6 +139,18 @@ def _format(url: str, values: list[str], default: Format) -> Format:
     except ValueError:
         allowed = ", ".join(f.value for f in Format)
         raise SubscriberError(url, f"unknown format {values[0]!r}; expected one of {allowed}") from None
+
+
+def _inflight(url: str, values: list[str]) -> int:
+    if not values:
+        return 1
+    if len(values) > 1:
+        raise SubscriberError(url, "'inflight' is given more than once")
+    if not values[0].isdigit() or not 1 <= int(values[0]) <= MAX_INFLIGHT:
+        raise SubscriberError(
+            url, f"inflight {values[0]!r}: expected a whole number from 1 to {MAX_INFLIGHT}"
+        )
+    return int(values[0])
 
 
 def _subject_template(url: str, parts: SplitResult) -> str | None:

@@ -236,6 +236,52 @@ async def test_a_batch_failing_midway_resumes_at_the_failed_event_so_none_is_sen
     assert (sub.status()["delivered"], sub.status()["dropped"]) == (6, {})
 
 
+async def test_with_inflight_a_source_has_that_many_deliveries_at_once_and_each_arrives_once(
+    sink: Sink,
+) -> None:
+    sink.gate.clear()
+    async with subscriber(f"{sink.url}?inflight=4") as sub:
+        for n in range(10):
+            await sub.put(message("src", n))
+        await sink.wait_for(4)  # four are held by the sink at once
+        assert len(sink.arrivals) == 4 and sub.status()["queued"] == 10
+        sink.gate.set()
+        await sink.wait_for(10)
+    assert sorted(sink.ids(), key=lambda i: int(i.split("-")[1])) == [f"src-{n}" for n in range(10)]
+    assert (sub.status()["delivered"], sub.status()["dropped"]) == (10, {})
+    assert all("inflight" not in str(a.headers) for a in sink.arrivals)
+
+
+async def test_with_inflight_a_failed_event_is_retried_on_its_own_while_the_others_go_on(
+    sink: Sink,
+) -> None:
+    failed_once: set[str] = set()
+
+    async def flaky(arrival: Arrival) -> web.Response:
+        if arrival.event_id == "src-0" and arrival.event_id not in failed_once:
+            failed_once.add(arrival.event_id)
+            return web.Response(status=503)
+        return web.Response(status=200)
+
+    sink.respond = flaky
+    async with subscriber(f"{sink.url}?inflight=2") as sub:
+        for n in range(6):
+            await sub.put(message("src", n))
+        await sink.wait_for(7)
+    assert sorted(sink.ids()) == sorted(["src-0", "src-0", *(f"src-{n}" for n in range(1, 6))])
+    assert (sub.status()["delivered"], sub.status()["retried"], sub.status()["dropped"]) == (6, 1, {})
+
+
+async def test_with_inflight_close_drops_and_counts_what_every_worker_still_held(sink: Sink) -> None:
+    sink.gate.clear()
+    async with subscriber(f"{sink.url}?inflight=3", grace=0.05) as sub:
+        for n in range(5):
+            await sub.put(message("src", n))
+        await sink.wait_for(3)
+    assert sub.status()["dropped"] == {"shutdown": 5}
+    assert sub.status()["queued"] == 0
+
+
 async def test_the_drop_policy_counts_the_events_it_drops_when_the_queue_is_full(sink: Sink) -> None:
     sink.gate.clear()
     settings = DeliverySettings(queue_size=2, when_full="drop", retry=FAST.retry)

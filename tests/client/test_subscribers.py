@@ -15,6 +15,14 @@ def test_an_http_url_keeps_its_query_but_not_the_format_parameter() -> None:
     assert spec.subject_template is None
 
 
+def test_inflight_is_read_from_the_url_and_never_sent_to_an_http_subscriber() -> None:
+    spec = parse_subscriber("http://sensor:9300/events?inflight=16&token=x&format=structured", Format.BINARY)
+    assert (spec.inflight, spec.format) == (16, Format.STRUCTURED)
+    assert spec.address == "http://sensor:9300/events?token=x"
+    assert parse_subscriber("jetstream://nats:4222/ev?inflight=8", Format.BINARY).inflight == 8
+    assert parse_subscriber("http://sensor:9300/events", Format.BINARY).inflight == 1
+
+
 def test_an_http_url_without_a_format_takes_the_default() -> None:
     spec = parse_subscriber("https://sensor.example.com", Format.STRUCTURED)
     assert (spec.scheme, spec.format, spec.address) == (
@@ -63,6 +71,10 @@ def test_credentials_reach_the_address_but_never_the_display() -> None:
         ("http://host/?format=xml", "unknown format 'xml'"),
         ("http://host/?format=binary&format=legacy", "more than once"),
         ("nats://host?queue=q", "unknown parameter 'queue'"),
+        ("http://host/?inflight=0", "inflight '0': expected a whole number from 1 to 256"),
+        ("http://host/?inflight=257", "from 1 to 256"),
+        ("http://host/?inflight=many", "inflight 'many'"),
+        ("nats://host?inflight=2&inflight=3", "'inflight' is given more than once"),
         ("nats://host/{namespace}.x", "uses 'namespace'"),
         ("nats://host/events.>", "wildcard"),
     ],

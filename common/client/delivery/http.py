@@ -1,4 +1,5 @@
-"""HTTP delivery: one POST per event over one pooled session per subscriber.
+"""HTTP delivery: one POST per event over one pooled session per subscriber (a keep-alive connection
+per request in flight).
 
 2xx means accepted. 408, 429, 5xx and transport faults (refused, reset, timeout) are retryable, with
 the server's ``Retry-After`` (seconds or an HTTP date) as advice, capped. Any other status is a
@@ -48,8 +49,8 @@ class HttpTransport:
         """Open the pooled session; no request is made until there is an event."""
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout)
-            # No pool limit: each lane has at most one request in flight, so sources bound it already,
-            # and a pool wait would eat into the request timeout.
+            # No pool limit: each lane has at most ``inflight`` requests in flight, so sources bound it
+            # already, and a pool wait would eat into the request timeout.
             connector = aiohttp.TCPConnector(limit=0)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
             self._reachable = True

@@ -1,11 +1,13 @@
-"""One subscriber: a transport and, per event source, a lane (a bounded FIFO and the task draining it).
+"""One subscriber: a transport and, per event source, a lane (a bounded FIFO and the tasks draining it).
 
 A lane's worker takes everything queued (up to the transport's batch size), sends it, and on a
 retryable error sends the same messages again after a backoff delay: the head of the line waits, so
-the order of one source's events is never broken. A transport reports partial progress through the
-error's ``accepted``: those messages count as delivered and are never resent; after a permanent error
-the message at that index is dropped (counted and logged with its event id) and the rest go on.
-Sources do not wait for each other: each has its own lane.
+the order of one source's events is never broken. A subscriber with ``inflight=N`` gives each lane N
+workers taking one message at a time: N deliveries at once, each retried on its own, order given up.
+A transport reports partial progress through the error's ``accepted``: those messages count as
+delivered and are never resent; after a permanent error the message at that index is dropped
+(counted and logged with its event id) and the rest go on. Sources do not wait for each other: each
+has its own lane.
 """
 
 from __future__ import annotations
@@ -84,10 +86,14 @@ class _Lane:
     source: str
     queue: asyncio.Queue[Message]
     log: SourceLogger
-    task: asyncio.Task[None] | None = None
-    in_flight: list[Message] = field(default_factory=list)
-    """The taken but not yet settled messages, oldest first."""
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    flights: list[list[Message]] = field(default_factory=list)
+    """Per worker, the messages it has taken but not yet settled, oldest first."""
     closed: bool = False
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(flight) for flight in self.flights)
 
 
 class Subscriber:
@@ -165,7 +171,7 @@ class Subscriber:
             subscriber=self.display,
             connected=self._transport.connected,
             last_error=self._last_error,
-            queued=sum(lane.queue.qsize() + len(lane.in_flight) for lane in self._lanes.values()),
+            queued=sum(lane.queue.qsize() + lane.in_flight for lane in self._lanes.values()),
             delivered=self._delivered,
             retried=self._retried,
             dropped=dict(sorted(self._dropped.items())),
@@ -178,30 +184,36 @@ class Subscriber:
             if create:
                 self._lanes[source] = lane
                 name = f"deliver {source!r} -> {self.display}"
-                lane.task = tasks.start(self._work(lane), name=name, logger=lane.log, eternal=True)
+                for index in range(self.spec.inflight):
+                    flight: list[Message] = []
+                    lane.flights.append(flight)
+                    worker = f"{name} #{index + 1}" if self.spec.inflight > 1 else name
+                    task = tasks.start(self._work(lane, flight), name=worker, logger=lane.log, eternal=True)
+                    lane.workers.append(task)
         return lane
 
-    async def _work(self, lane: _Lane) -> None:
+    async def _work(self, lane: _Lane, flight: list[Message]) -> None:
+        limit = self._transport.max_batch if self.spec.inflight == 1 else 1
         while True:
             batch = [await lane.queue.get()]
-            while len(batch) < self._transport.max_batch and not lane.queue.empty():
+            while len(batch) < limit and not lane.queue.empty():
                 batch.append(lane.queue.get_nowait())
             try:
-                await self._deliver(lane, batch)
+                await self._deliver(lane, flight, batch)
             finally:
                 for _ in range(len(batch)):
                     lane.queue.task_done()
 
-    async def _deliver(self, lane: _Lane, batch: list[Message]) -> None:
+    async def _deliver(self, lane: _Lane, flight: list[Message], batch: list[Message]) -> None:
         """Send ``batch`` until every message is delivered or dropped, retrying the unsent head."""
         what = f"deliver {lane.source!r} -> {self.display}"
         backoff = self._settings.retry
         total = str(backoff.steps) if backoff.steps else "inf"
-        lane.in_flight = list(batch)  # a copy: settling and dropping shrink it, ``batch`` stays whole
+        flight[:] = batch  # settling and dropping shrink the flight; ``batch`` stays whole
         delays, attempt = backoff.delays(), 0
-        while lane.in_flight:
+        while flight:
             attempt += 1
-            error = await self._attempt(lane, what, attempt)
+            error = await self._attempt(lane, flight, what, attempt)
             if error is None:  # all delivered, or one refused and dropped: the rest start afresh
                 delays, attempt = backoff.delays(), 0
                 continue
@@ -210,7 +222,8 @@ class Subscriber:
             delay = next(delays, None)
             if delay is None:
                 lane.log.error("%s: attempt #%d/%s failed; giving up: %s", what, attempt, total, error.detail)
-                left, lane.in_flight = lane.in_flight, []
+                left = list(flight)
+                flight.clear()
                 self._drop(lane, left, "retries_exhausted", error.detail)
                 return
             if error.retry_after is not None:
@@ -227,36 +240,39 @@ class Subscriber:
             )
             await retry.sleep(delay)
 
-    async def _attempt(self, lane: _Lane, what: str, attempt: int) -> RetryableDeliveryError | None:
+    async def _attempt(
+        self, lane: _Lane, flight: list[Message], what: str, attempt: int
+    ) -> RetryableDeliveryError | None:
         """Send the in-flight messages once and settle what the outcome says; the error to retry on."""
         try:
-            await self._transport.send(lane.in_flight)
+            await self._transport.send(flight)
         except RetryableDeliveryError as exc:
             error = exc
         except PermanentDeliveryError as exc:
-            self._settle(lane, exc.accepted)
+            self._settle(lane, flight, exc.accepted)
             self._last_error = exc.detail
-            self._drop(lane, lane.in_flight[:1], exc.reason, exc.detail)
-            del lane.in_flight[:1]
+            self._drop(lane, flight[:1], exc.reason, exc.detail)
+            del flight[:1]
             return None
         except Exception as exc:  # untranslated: a transport bug, but retrying beats a dead lane
             lane.log.exception("%s: the transport raised an unexpected error.", what)
             error = RetryableDeliveryError(self.display, f"unexpected error: {exc!r}")
         else:
-            self._settle(lane, len(lane.in_flight))
+            self._settle(lane, flight, len(flight))
             self._last_error = None
             if attempt > 1:
                 lane.log.info("%s: attempt #%d succeeded.", what, attempt)
             return None
-        self._settle(lane, error.accepted)
+        self._settle(lane, flight, error.accepted)
         self._last_error = error.detail
         return error
 
-    def _settle(self, lane: _Lane, count: int) -> None:
-        """The first ``count`` in-flight messages were accepted."""
+    def _settle(self, lane: _Lane, flight: list[Message], count: int) -> None:
+        """The first ``count`` messages of ``flight`` were accepted."""
         if count <= 0:
             return
-        done, lane.in_flight = lane.in_flight[:count], lane.in_flight[count:]
+        done = flight[:count]
+        del flight[:count]
         now = time.monotonic()
         latency = DELIVERY_LATENCY.labels(subscriber=self.display)
         for message in done:
@@ -287,19 +303,20 @@ class Subscriber:
                 for lane in lanes:
                     await lane.queue.join()
         except TimeoutError:
-            waiting = sum(lane.queue.qsize() + len(lane.in_flight) for lane in lanes)
+            waiting = sum(lane.queue.qsize() + lane.in_flight for lane in lanes)
             _log.warning("%s: %d events still undelivered after %.1fs.", self.display, waiting, grace)
 
     async def _stop(self, lane: _Lane) -> None:
         lane.closed = True
-        if lane.task is not None:
-            await tasks.stop(lane.task, timeout=self._settings.request_timeout, logger=lane.log)
+        for worker in lane.workers:
+            await tasks.stop(worker, timeout=self._settings.request_timeout, logger=lane.log)
         self._discard(lane)
 
     def _discard(self, lane: _Lane) -> None:
         """Drop what a stopped lane still holds."""
-        left = list(lane.in_flight)
-        lane.in_flight = []
+        left = [message for flight in lane.flights for message in flight]
+        for flight in lane.flights:
+            flight.clear()
         while not lane.queue.empty():
             left.append(lane.queue.get_nowait())
             lane.queue.task_done()
