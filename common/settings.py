@@ -91,6 +91,8 @@ class CollectorSettings:
     """Seconds between full passes over the unfrozen heap."""
     settle: float = 1.0
     """Seconds without a source starting before what is alive is frozen."""
+    deep_interval: float = 600.0
+    """Seconds between deep passes (everything, frozen included) while anything is frozen."""
 
     def __post_init__(self) -> None:
         if self.policy not in GC_POLICIES:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from common import retry, tasks
-from common.client.metrics import EVENTS_RECEIVED
+from common.client.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
 from common.client.model import ReceivedEvent
 from common.client.status import Phase, StatusBoard
 from common.configmap import EventSourceSpec
@@ -30,6 +30,7 @@ from common.logs import SourceLogger
 from common.retry import Backoff
 
 if TYPE_CHECKING:
+    from common.rpc import eventing_pb2
     from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 
 _log = logging.getLogger(__name__)
@@ -178,15 +179,22 @@ class Lifecycle:
         received = EVENTS_RECEIVED.labels(source=spec.name)
         try:
             async for message in call:
-                for event in message.batch or (message,):
-                    received.inc()
-                    self._status.event(spec.name)
-                    now = datetime.now(UTC)
-                    if not event.id:  # an old server: one id per event, the same for every subscriber
-                        event.id = str(uuid.uuid4())
-                    if not event.time:
-                        event.time = rfc3339(now)
-                    await self._sink(ReceivedEvent(spec.name, event, now))
+                events = message.batch or (message,)
+                received.inc(len(events))
+                self._status.event(spec.name, len(events))
+                handed = 0
+                try:
+                    for event in events:
+                        now = datetime.now(UTC)
+                        if not event.id:  # an old server: one id per event, the same for every subscriber
+                            event.id = str(uuid.uuid4())
+                        if not event.time:
+                            event.time = rfc3339(now)
+                        await self._sink(ReceivedEvent(spec.name, event, now))
+                        handed += 1
+                except asyncio.CancelledError:
+                    _count_unhanded(spec.name, events[handed:], log)
+                    raise
         finally:
             call.cancel()  # an abandoned aio call is never collected, so never cancelled (grpc#43462)
         self._status.set_phase(spec.name, spec.id, Phase.COMPLETED, "event source has completed")
@@ -206,3 +214,17 @@ class Lifecycle:
         self._status.set_phase(spec.name, spec.id, Phase.ERROR, message)
         SourceLogger(_log, spec.name).warning("%s", message)
         return True
+
+
+def _count_unhanded(source: str, events: Sequence[eventing_pb2.Event], log: SourceLogger) -> None:
+    """Events read off a stream that stopped before they reached every subscriber's queue: the server
+    counts them as sent, so they are dropped here, counted and logged."""
+    if not events:
+        return
+    EVENTS_DROPPED.labels(source=source, subscriber="", reason="shutdown").inc(len(events))
+    ids = ", ".join(event.id for event in events[:10]) + (" and more" if len(events) > 10 else "")
+    log.warning(
+        "Dropped %d event(s) read but not yet queued for subscribers as the source stopped: %s",
+        len(events),
+        ids,
+    )

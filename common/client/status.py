@@ -72,11 +72,11 @@ class StatusBoard:
         if name in self.nodes:
             self.nodes[name].restarts += 1
 
-    def event(self, name: str) -> None:
-        """Count an event of ``name`` (cheap: no notification)."""
+    def event(self, name: str, count: int = 1) -> None:
+        """Count ``count`` events of ``name`` (cheap: no notification)."""
         node = self.nodes.get(name)
         if node is not None:
-            node.events += 1
+            node.events += count
             node.last_event_at = _now()
 
     def remove(self, name: str) -> None:

@@ -146,7 +146,7 @@ def _inflight(url: str, values: list[str]) -> int:
         return 1
     if len(values) > 1:
         raise SubscriberError(url, "'inflight' is given more than once")
-    if not values[0].isdigit() or not 1 <= int(values[0]) <= MAX_INFLIGHT:
+    if not (values[0].isascii() and values[0].isdigit()) or not 1 <= int(values[0]) <= MAX_INFLIGHT:
         raise SubscriberError(
             url, f"inflight {values[0]!r}: expected a whole number from 1 to {MAX_INFLIGHT}"
         )

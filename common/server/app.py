@@ -91,16 +91,21 @@ class GatewayServer:
                 await self.servicer.wait_idle()
         except TimeoutError:
             _log.error("Event sources still running after %.1fs; cancelling them.", grace)
-        await self._server.stop(grace=min(1.0, grace))
-        self._server = None
-        if self.kind.close is not None:
-            await self.kind.close()
+        try:
+            await self._server.stop(grace=min(1.0, grace))
+            self._server = None
+            if self.kind.close is not None:
+                await self.kind.close()
+        finally:
+            await self._stop_collector()
+        _log.info("The %s gateway server has stopped.", self.kind.name)
+
+    async def _stop_collector(self) -> None:
         if self._collector_task is not None:
-            await tasks.stop(self._collector_task, timeout=1.0, reason="server stopped")
-            self._collector_task = None
+            task, self._collector_task = self._collector_task, None
             self.collector = self.servicer.collector = None
             collector.hand_back()
-        _log.info("The %s gateway server has stopped.", self.kind.name)
+            await tasks.stop(task, timeout=1.0, reason="server stopped")
 
 
 async def serve(kind: GatewayKind[Any], settings: ServerSettings, stop: asyncio.Event) -> None:

@@ -15,11 +15,13 @@ The paced policy (``ServerSettings.gc``, ``paced`` by default) replaces those tr
   the long-lived state of the running sources leaves every later pass;
 - every ``full_interval`` a full pass walks the unfrozen heap, so cyclic garbage that outlived the
   young passes is still reclaimed;
-- a source that ended may leave cycles among frozen objects, so the settle after any source has ended
-  is a deep pass instead: unfreeze, collect everything, freeze again. That pass takes time in
-  proportion to the running sources (0.7 s at 10,000) and happens only after the set of sources
-  changed, at most once per ``full_interval``: a source that keeps failing and restarting gets plain
-  settles in between, and the deep pass that follows reclaims what all of its runs left.
+- a source that ended may leave cycles among frozen objects, so once any source has ended a deep pass
+  follows: unfreeze, collect everything, freeze again. That pass takes time in proportion to the
+  running sources (0.7 s at 10,000). It runs at most once per ``full_interval``: a source that keeps
+  failing and restarting gets plain settles in between, and the deep pass that follows (due even if
+  nothing starts again) reclaims what all of its runs left;
+- objects that were alive at a freeze and die later in a cycle are reclaimed by a deep pass every
+  ``deep_interval`` (10 minutes) while anything is frozen.
 
 The collector is process-wide (the interpreter has one). ``python`` leaves CPython's own policy alone.
 """
@@ -61,8 +63,9 @@ class PacedCollector:
         self._last_start: float | None = None
         """When the latest source started, while it is not frozen yet."""
         self._ended = False
-        self._last_deep: float | None = None
-        self._last_full = clock()
+        self._frozen = False
+        """Whether anything was frozen since the last deep pass."""
+        self._last_deep = self._last_full = clock()
         self.passes: Counter[Pass] = Counter()
         """Passes run so far, by kind."""
 
@@ -76,15 +79,25 @@ class PacedCollector:
         self._ended = True
         self._last_start = self._last_start or self._clock()
 
+    def _due(self, now: float) -> Pass:
+        since_deep = now - self._last_deep
+        deep_due = (self._ended and since_deep >= self.settings.full_interval) or (
+            self._frozen and since_deep >= self.settings.deep_interval
+        )
+        if self._last_start is not None:
+            if now - self._last_start < self.settings.settle:
+                return Pass.YOUNG  # starts are still coming: freeze once they settle
+            return Pass.DEEP if deep_due else Pass.SETTLE
+        if deep_due:
+            return Pass.DEEP  # postponed after an end, or the periodic one: nothing else would bring it
+        if now - self._last_full >= self.settings.full_interval:
+            return Pass.FULL
+        return Pass.YOUNG
+
     def tick(self) -> Pass:
         """Run the pass that is due now and return which it was."""
         now = self._clock()
-        kind = Pass.YOUNG
-        if self._last_start is not None and now - self._last_start >= self.settings.settle:
-            deep_due = self._last_deep is None or now - self._last_deep >= self.settings.full_interval
-            kind = Pass.DEEP if self._ended and deep_due else Pass.SETTLE
-        elif now - self._last_full >= self.settings.full_interval:
-            kind = Pass.FULL
+        kind = self._due(now)
         started = time.perf_counter()
         if kind is Pass.YOUNG:
             gc.collect(1)
@@ -93,10 +106,11 @@ class PacedCollector:
         else:
             if kind is Pass.DEEP:
                 gc.unfreeze()
+            if kind is Pass.DEEP or not self._frozen:  # with nothing frozen, a settle is a deep pass too
                 self._last_deep, self._ended = now, False
             gc.collect(2)
             gc.freeze()
-            self._last_start = None
+            self._last_start, self._frozen = None, True
         if kind is not Pass.YOUNG:
             self._last_full = now
             level = logging.DEBUG if kind is Pass.FULL else logging.INFO
@@ -119,19 +133,28 @@ class PacedCollector:
 
 _holders = 0
 """Servers in this process running the paced policy; automatic collection is off while any does."""
+_was_enabled = True
+"""Whether automatic collection was on before the first paced collector took over."""
 
 
 def take_over() -> None:
-    """Turn CPython's automatic collection off for as long as a paced collector runs."""
-    global _holders
+    """Turn CPython's automatic collection off for as long as a paced collector runs.
+
+    The paced policy owns ``gc.freeze`` while it runs: a freeze made before is undone by its deep
+    passes, and everything is unfrozen when the last collector hands back.
+    """
+    global _holders, _was_enabled
+    if _holders == 0:
+        _was_enabled = gc.isenabled()
     _holders += 1
     gc.disable()
 
 
 def hand_back() -> None:
-    """The last paced collector has stopped: unfreeze and give collection back to CPython."""
+    """The last paced collector has stopped: unfreeze, and turn automatic collection back on if it was."""
     global _holders
     _holders = max(0, _holders - 1)
     if _holders == 0:
         gc.unfreeze()
-        gc.enable()
+        if _was_enabled:
+            gc.enable()

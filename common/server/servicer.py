@@ -27,8 +27,8 @@ _log = logging.getLogger(__name__)
 MAX_GROUP_EVENTS = 64
 """Events sent in one message to a client that reads batches (``EventSource.batches``)."""
 MAX_GROUP_BYTES = 1024 * 1024
-"""Payload bytes grouped into one message: a quarter of gRPC's default 4 MiB receive limit. A larger
-event travels alone, as it would to any client."""
+"""Encoded bytes grouped into one message (payloads, extensions and all): a quarter of gRPC's default
+4 MiB receive limit. A larger event travels alone, as it would to any client."""
 
 
 @dataclass(eq=False)
@@ -57,11 +57,11 @@ def _fail_unwritten(events: list[SourceEvent]) -> None:
             )
 
 
-def group_end(events: list[SourceEvent], start: int, limit: int) -> int:
-    """Where the group of events sent in one message, from ``start``, ends (at least one event)."""
-    end, size = start + 1, len(events[start].payload)
-    while end < len(events) and end - start < limit:
-        size += len(events[end].payload)
+def group_end(messages: list[eventing_pb2.Event], start: int, limit: int) -> int:
+    """Where the group of messages sent as one, from ``start``, ends (at least one message)."""
+    end, size = start + 1, messages[start].ByteSize()
+    while end < len(messages) and end - start < limit:
+        size += messages[end].ByteSize()
         if size > MAX_GROUP_BYTES:
             break
         end += 1
@@ -161,13 +161,14 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         try:
             while (batch := await session.channel.receive()) is not None:
                 session.unsent = batch
+                messages = [event.to_proto(name) for event in batch]
                 start = 0
                 while start < len(batch):
-                    stop = group_end(batch, start, group_limit)
+                    stop = group_end(messages, start, group_limit)
                     if stop - start == 1:
-                        yield batch[start].to_proto(name)
+                        yield messages[start]
                     else:
-                        yield eventing_pb2.Event(batch=[e.to_proto(name) for e in batch[start:stop]])
+                        yield eventing_pb2.Event(batch=messages[start:stop])
                     for event in batch[start:stop]:
                         _mark_written(event)
                     start = stop

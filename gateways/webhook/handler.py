@@ -188,7 +188,7 @@ async def _hand_off(request: web.BaseRequest, route: Route, body: bytes) -> web.
     event = binding.to_event(route.source, message, strip=strip, written=written)
     try:
         await route.channel.send(event)
-        await written  # a caller that goes away cancels it: the event is still sent, just not answered
+        await written  # cancelled only as the port shuts down: the event may still be sent, unanswered
     except (ChannelClosed, NotWritten):
         return unavailable("the event source's stream ended before the event was sent; retry shortly")
     metrics.BODY_BYTES.labels(source=route.source).inc(len(body))

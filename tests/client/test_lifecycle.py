@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from common.client.lifecycle import Lifecycle
+from common.client.metrics import REGISTRY
 from common.client.model import ReceivedEvent
 from common.client.status import Phase, StatusBoard
 from common.configmap import EventSourceSpec
@@ -75,6 +76,35 @@ async def test_a_burst_that_arrives_in_batches_reaches_the_sink_event_by_event_i
     await lifecycle.apply([spec("burst", "count: 300\nburst: true")])
     assert await got.until("burst", 300) == [f"burst-{i}".encode() for i in range(300)]
     assert status.nodes["burst"].events == 300
+
+
+async def test_events_read_but_not_yet_queued_when_a_source_stops_are_counted_as_dropped(
+    server: GatewayServer,
+) -> None:
+    handed: list[bytes] = []
+    first, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck_sink(received: ReceivedEvent) -> None:
+        if handed:
+            await never.wait()  # a subscriber queue that stays full
+        handed.append(received.event.payload)
+        first.set()
+
+    def count(name: str) -> float:
+        labels = {"source": "stuck"} | ({"subscriber": "", "reason": "shutdown"} if "dropped" in name else {})
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    dropped, received = count("gateway_events_dropped_total"), count("gateway_events_received_total")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        lifecycle = Lifecycle(eventing_stub(channel), StatusBoard(), stuck_sink, backoff=Backoff(0.01, 1, 0))
+        await lifecycle.apply([spec("stuck", "count: 40\nburst: true")])
+        await first.wait()
+        await lifecycle.apply([])  # the source is removed while its sink is stuck mid-batch
+        await lifecycle.close()
+    read = count("gateway_events_received_total") - received
+    assert handed == [b"stuck-0"]
+    assert read >= 2, "the first message carried a batch"
+    assert count("gateway_events_dropped_total") - dropped == read - 1
 
 
 async def test_a_change_restarts_only_the_changed_source_and_leaves_the_others_untouched(

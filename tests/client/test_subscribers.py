@@ -74,6 +74,7 @@ def test_credentials_reach_the_address_but_never_the_display() -> None:
         ("http://host/?inflight=0", "inflight '0': expected a whole number from 1 to 256"),
         ("http://host/?inflight=257", "from 1 to 256"),
         ("http://host/?inflight=many", "inflight 'many'"),
+        ("http://host/?inflight=%C2%B2", "inflight '²'"),
         ("nats://host?inflight=2&inflight=3", "'inflight' is given more than once"),
         ("nats://host/{namespace}.x", "uses 'namespace'"),
         ("nats://host/events.>", "wildcard"),

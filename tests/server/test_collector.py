@@ -55,11 +55,23 @@ def test_automatic_collection_is_off_while_a_paced_collector_runs_and_back_after
     collector.take_over()
     collector.take_over()
     assert not gc.isenabled()
+    gc.freeze()
     collector.hand_back()
     assert not gc.isenabled(), "a second holder still paces collection"
+    assert gc.get_freeze_count() > 0
     collector.hand_back()
     assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+def test_handing_back_leaves_collection_off_when_it_was_off_before() -> None:
+    gc.disable()
+    try:
+        collector.take_over()
+        collector.hand_back()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_tick_with_nothing_due_is_a_young_pass_that_reclaims_a_fresh_cycle(
@@ -117,6 +129,7 @@ def test_a_source_that_keeps_restarting_gets_at_most_one_deep_pass_per_full_inte
     paced: tuple[PacedCollector, Clock],
 ) -> None:
     pacer, clock = paced
+    clock.now += 60.0
     kinds = []
     for _ in range(5):  # ends and restarts every 5 s, each time settling
         pacer.source_ended()
@@ -125,10 +138,25 @@ def test_a_source_that_keeps_restarting_gets_at_most_one_deep_pass_per_full_inte
         kinds.append(pacer.tick())
         clock.now += 4.0
     assert kinds == [Pass.DEEP, Pass.SETTLE, Pass.SETTLE, Pass.SETTLE, Pass.SETTLE]
-    clock.now += 60.0
+    clock.now += 40.0  # the restarts stopped; nothing starts or ends any more
+    assert pacer.tick() is Pass.DEEP, "what the restarts left is reclaimed once the interval has passed"
+    assert pacer.tick() is Pass.YOUNG
+
+
+def test_a_deep_pass_comes_every_deep_interval_while_anything_is_frozen(
+    paced: tuple[PacedCollector, Clock],
+) -> None:
+    pacer, clock = paced
+    assert [pacer.tick() for _ in range(3)] == [Pass.YOUNG] * 3
+    clock.now += 600.0
+    assert pacer.tick() is Pass.FULL, "nothing frozen yet: no deep pass needed"
     pacer.source_started()
     clock.now += 1.0
-    assert pacer.tick() is Pass.DEEP, "what the restarts left is reclaimed once the interval has passed"
+    assert pacer.tick() is Pass.SETTLE
+    clock.now += 599.0
+    assert pacer.tick() is Pass.FULL
+    clock.now += 1.0
+    assert pacer.tick() is Pass.DEEP
 
 
 def test_an_unknown_policy_is_a_settings_error_naming_it() -> None:
@@ -137,7 +165,8 @@ def test_an_unknown_policy_is_a_settings_error_naming_it() -> None:
 
 
 async def test_a_server_paces_collection_while_serving_and_its_sources_drive_the_freezes() -> None:
-    settings = ServerSettings(port=0, gc=CollectorSettings(young_interval=60.0, settle=0.0))
+    gc_settings = CollectorSettings(young_interval=60.0, settle=0.0, full_interval=0.0)
+    settings = ServerSettings(port=0, gc=gc_settings)
     server = GatewayServer(TICK, settings)
     await server.start()
     try:

@@ -244,13 +244,20 @@ async def test_a_v0_11_client_that_does_not_ask_for_batches_gets_one_event_per_m
 
 
 def test_a_group_stops_at_its_event_limit_and_its_byte_limit_and_a_large_event_travels_alone() -> None:
-    def events(*sizes: int) -> list[SourceEvent]:
-        return [SourceEvent(payload=b"x" * size) for size in sizes]
+    def events(*sizes: int) -> list[eventing_pb2.Event]:
+        return [SourceEvent(payload=b"x" * size).to_proto("s") for size in sizes]
 
     assert group_end(events(1, 1, 1, 1, 1), 0, 3) == 3
     assert group_end(events(1, 1, 1, 1, 1), 3, 3) == 5
     assert group_end(events(1, 1, 1), 0, 1) == 1, "a limit of one never groups"
     half = MAX_GROUP_BYTES // 2
-    assert group_end(events(half, half, 1), 0, 64) == 2
+    assert group_end(events(half, half, 1), 0, 64) == 1, "two halves and their framing are over the limit"
+    assert group_end(events(half - 100, half - 100, 1), 0, 64) == 3
     assert group_end(events(MAX_GROUP_BYTES * 2, 1), 0, 64) == 1
     assert group_end(events(1, MAX_GROUP_BYTES * 2), 0, 64) == 1
+
+
+def test_a_groups_size_counts_extensions_and_metadata_not_only_payloads() -> None:
+    headers = "h" * (MAX_GROUP_BYTES // 4)  # a request's headers, say, carried as an extension
+    events = [SourceEvent(payload=b"", extensions={"headers": headers}).to_proto("s") for _ in range(8)]
+    assert group_end(events, 0, 64) == 3

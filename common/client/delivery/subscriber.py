@@ -308,8 +308,9 @@ class Subscriber:
 
     async def _stop(self, lane: _Lane) -> None:
         lane.closed = True
-        for worker in lane.workers:
-            await tasks.stop(worker, timeout=self._settings.request_timeout, logger=lane.log)
+        timeout = self._settings.request_timeout
+        # All at once: a worker still running would take the next queued message while another stops.
+        await asyncio.gather(*(tasks.stop(w, timeout=timeout, logger=lane.log) for w in lane.workers))
         self._discard(lane)
 
     def _discard(self, lane: _Lane) -> None:
