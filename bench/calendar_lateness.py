@@ -5,7 +5,7 @@ source after its slot. This process is the client: it starts every source over o
 drains the streams. Only slots after every stream is up are counted. The baseline is an idle
 asyncio timer in this run: ``asyncio.sleep`` overshoot on the same machine, right before.
 
-The server paces garbage collection (``common.server.collector``); the 10,000-source window is long
+The server paces garbage collection (``common.collector``); the 10,000-source window is long
 enough to hold one of its full passes. The same load under CPython's own collection policy is run
 too, for comparison.
 """

@@ -5,7 +5,7 @@
     gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
     gateway client --event-sources FILE           the client alone, against a running server
     (run and client: --subscriber URL ..., --format, --name, --ops-port, --when-full, --grace)
-    (serve and run: --gc paced|python, how garbage collection is paced; $GATEWAY_GC)
+    (serve, run and client: --gc paced|python, how garbage collection is paced; $GATEWAY_GC)
 
 Exit codes: 0 success (validate: all valid), 1 failure (validate: any invalid), 2 usage error.
 """
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kind", default="", help="the gateway kind, the CloudEvent type (default: from --name)"
     )
     _delivery_args(client_cmd, ops_default=DEFAULT_OPS_PORT)
+    _gc_arg(client_cmd)
     return parser
 
 
@@ -202,13 +203,13 @@ def _run(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
         config = FileConfigSource(path)
     gateway = gateway_identity(kind.name, args.name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
-    settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, grace_period=args.grace)
     gc = CollectorSettings(policy=args.gc)
+    settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, grace_period=args.grace, gc=gc)
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_standalone(kind, config, delivery, stop, settings=settings, gc=gc)
+        await run_standalone(kind, config, delivery, stop, settings=settings)
 
     asyncio.run(main())
     return EXIT_OK
@@ -221,7 +222,8 @@ def _client(args: argparse.Namespace) -> int:
     kind_name = args.kind or (name.removesuffix("-gateway") if name.endswith("-gateway") else "gateway")
     gateway = gateway_identity(kind_name, name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
-    settings = ClientSettings(server=target, ops_port=args.ops_port, grace_period=args.grace)
+    gc = CollectorSettings(policy=args.gc)
+    settings = ClientSettings(server=target, ops_port=args.ops_port, grace_period=args.grace, gc=gc)
     config = FileConfigSource(args.event_sources)
     kind = load_kind(kind_name) if kind_name in available_kinds() else None
     server_port = int(target.rsplit(":", 1)[1]) if target.rsplit(":", 1)[-1].isdigit() else 0

@@ -84,7 +84,7 @@ class CollectorSettings:
     """How the server paces CPython's garbage collector."""
 
     policy: str = "paced"
-    """``paced`` (see ``common.server.collector``) or ``python`` (CPython's own allocation-count triggers)."""
+    """``paced`` (see ``common.collector``) or ``python`` (CPython's own allocation-count triggers)."""
     young_interval: float = 0.1
     """Seconds between young passes."""
     full_interval: float = 60.0
@@ -123,6 +123,6 @@ class ServerSettings:
     """Calls gRPC may hold before the server accepts them. gRPC's own limits (1,000, hard 3,000)
     cancel calls when a client starts thousands of sources at once; this covers 10,000 and more."""
     gc: CollectorSettings = field(default_factory=CollectorSettings)
-    """How garbage collection is paced (``--gc``, ``GATEWAY_GC``): see ``common.server.collector``."""
+    """How garbage collection is paced (``--gc``, ``GATEWAY_GC``): see ``common.collector``."""
     pod: PodEnvironment = field(default_factory=PodEnvironment)
     """The seed environment of the pod, for logs and status."""

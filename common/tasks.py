@@ -21,7 +21,11 @@ def start(
     coro: Coroutine[Any, Any, T], *, name: str, logger: Logger = _log, eternal: bool = False
 ) -> asyncio.Task[T]:
     """Start ``coro`` as a task named ``name`` whose failure is logged at once."""
-    return asyncio.get_running_loop().create_task(_guard(coro, name, logger, eternal), name=name)
+    task = asyncio.get_running_loop().create_task(_guard(coro, name, logger, eternal), name=name)
+    # A task cancelled before its first step never runs ``coro``: close it, so it is not reported as
+    # "never awaited". Closing a coroutine that has finished does nothing.
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 async def _guard(coro: Coroutine[Any, Any, T], name: str, logger: Logger, eternal: bool) -> T:

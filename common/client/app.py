@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import CollectorRegistry
 
-from common import tasks
+from common import collector, tasks
 from common.client.config_source import ConfigSource
 from common.client.lifecycle import Lifecycle, Precheck
 from common.client.model import ReceivedEvent
@@ -22,6 +22,7 @@ from common.client.ops import DEFAULT_OPS_PORT, OpsServer
 from common.client.status import StatusBoard
 from common.retry import Backoff
 from common.rpc import eventing_stub
+from common.settings import CollectorSettings
 
 _log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ class ClientSettings:
     """Seconds a shutdown waits for queued events to be delivered before counting them as dropped."""
     channel_options: tuple[tuple[str, int], ...] = field(default_factory=lambda: tuple(CHANNEL_OPTIONS))
     """gRPC channel options (keepalive, reconnect backoff)."""
+    gc: CollectorSettings = field(default_factory=CollectorSettings)
+    """How garbage collection is paced (``--gc``, ``GATEWAY_GC``): see ``common.collector``. Shared
+    with the server when both run in one process."""
     restart_backoff: Backoff = field(
         default_factory=lambda: Backoff(duration=0.5, factor=2.0, jitter=0.2, cap=30.0)
     )
@@ -98,6 +102,7 @@ class GatewayClient:
             )
             self.ops_port = await ops.start()
         await self.delivery.start()
+        paced = collector.acquire(self.settings.gc) if self.settings.gc.policy == "paced" else None
         async with grpc.aio.insecure_channel(
             self.settings.server, options=list(self.settings.channel_options)
         ) as ch:
@@ -108,6 +113,7 @@ class GatewayClient:
                 backoff=self.settings.restart_backoff,
                 on_removed=self._removed,
                 precheck=self._precheck,
+                collector=paced,
             )
             watcher = tasks.start(self._watch(lifecycle), name="event-source config watch", eternal=True)
             link = tasks.start(
@@ -124,6 +130,8 @@ class GatewayClient:
                 await self.delivery.close(self.settings.grace_period)
                 if ops is not None:
                     await ops.stop()
+                if paced is not None:
+                    await collector.release()
                 _log.info("The gateway client has stopped.")
 
     async def _watch(self, lifecycle: Lifecycle) -> None:

@@ -24,6 +24,7 @@ from common import retry, tasks
 from common.client.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
 from common.client.model import ReceivedEvent
 from common.client.status import Phase, StatusBoard
+from common.collector import PacedCollector
 from common.configmap import EventSourceSpec
 from common.events import rfc3339
 from common.logs import SourceLogger
@@ -67,8 +68,11 @@ class Lifecycle:
         backoff: Backoff | None = None,
         on_removed: Callable[[str], Awaitable[None]] | None = None,
         precheck: Precheck | None = None,
+        collector: PacedCollector | None = None,
     ) -> None:
         self._stub = stub
+        self._collector = collector
+        """Told when streams start (and first deliver) and end, so their long-lived state is frozen."""
         self._status = status
         self._sink = sink
         self._backoff = backoff or Backoff(duration=0.5, factor=2.0, jitter=0.2, cap=30.0)
@@ -177,8 +181,13 @@ class Lifecycle:
         self._status.set_phase(spec.name, spec.id, Phase.RUNNING, "event source is running")
         log.info("Event source is running.")
         received = EVENTS_RECEIVED.labels(source=spec.name)
+        self._started()
+        first = True
         try:
             async for message in call:
+                if first:  # its first event made the source's delivery lanes: long-lived state too
+                    self._started()
+                    first = False
                 events = message.batch or (message,)
                 received.inc(len(events))
                 self._status.event(spec.name, len(events))
@@ -197,9 +206,15 @@ class Lifecycle:
                     raise
         finally:
             call.cancel()  # an abandoned aio call is never collected, so never cancelled (grpc#43462)
+            if self._collector is not None:
+                self._collector.source_ended()
         self._status.set_phase(spec.name, spec.id, Phase.COMPLETED, "event source has completed")
         log.info("Event source has completed.")
         raise _Stop()
+
+    def _started(self) -> None:
+        if self._collector is not None:
+            self._collector.source_started()
 
     def _fault(self, spec: EventSourceSpec, exc: grpc.aio.AioRpcError) -> bool:
         """Record a failed call; True when it is worth retrying."""

@@ -25,7 +25,7 @@ from common.client.printer import Printer
 from common.client.subscribers import parse_subscriber
 from common.kinds import GatewayKind
 from common.server.app import GatewayServer
-from common.settings import CollectorSettings, ServerSettings
+from common.settings import ServerSettings
 from common.validate import precheck_for
 
 
@@ -106,10 +106,10 @@ async def run_standalone(
     stop: asyncio.Event,
     *,
     settings: ClientSettings,
-    gc: CollectorSettings | None = None,
 ) -> None:
-    """Serve ``kind`` on a free loopback port and run a client against it until ``stop`` is set."""
-    server = GatewayServer(kind, ServerSettings(port=0, gc=gc or CollectorSettings()))
+    """Serve ``kind`` on a free loopback port and run a client against it until ``stop`` is set; both
+    share the process's garbage collector, paced by ``settings.gc``."""
+    server = GatewayServer(kind, ServerSettings(port=0, gc=settings.gc))
     port = await server.start()
     try:
         client_settings = ClientSettings(
@@ -117,6 +117,7 @@ async def run_standalone(
             ops_host=settings.ops_host,
             ops_port=settings.ops_port,
             grace_period=settings.grace_period,
+            gc=settings.gc,
         )
         registries = (kind.metrics,) if kind.metrics is not None else ()
         await run_client(

@@ -16,10 +16,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common import tasks
+from common import collector
 from common.kinds import GatewayKind
 from common.rpc import eventing_pb2, eventing_pb2_grpc
-from common.server import collector
 from common.server.servicer import EventingServicer
 from common.settings import ServerSettings, SettingsError
 
@@ -38,7 +37,6 @@ class GatewayServer:
         self.port = 0
         """The bound port, once started."""
         self._server: grpc.aio.Server | None = None
-        self._collector_task: asyncio.Task[None] | None = None
         self.collector: collector.PacedCollector | None = None
         """The paced garbage collector while serving under the ``paced`` policy."""
 
@@ -67,9 +65,7 @@ class GatewayServer:
         await server.start()
         self._server = server
         if self.settings.gc.policy == "paced":
-            self.collector = self.servicer.collector = collector.PacedCollector(self.settings.gc)
-            collector.take_over()
-            self._collector_task = tasks.start(self.collector.run(), name="garbage collector", eternal=True)
+            self.collector = self.servicer.collector = collector.acquire(self.settings.gc)
         reserved = {self.port, self.settings.ops_port, self.settings.metrics_port}
         self.servicer.reserved_ports = frozenset(reserved - {0, -1})
         for service in ("", SERVICE_NAME):
@@ -101,11 +97,9 @@ class GatewayServer:
         _log.info("The %s gateway server has stopped.", self.kind.name)
 
     async def _stop_collector(self) -> None:
-        if self._collector_task is not None:
-            task, self._collector_task = self._collector_task, None
+        if self.collector is not None:
             self.collector = self.servicer.collector = None
-            collector.hand_back()
-            await tasks.stop(task, timeout=1.0, reason="server stopped")
+            await collector.release()
 
 
 async def serve(kind: GatewayKind[Any], settings: ServerSettings, stop: asyncio.Event) -> None:

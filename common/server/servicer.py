@@ -12,13 +12,13 @@ from typing import Any
 import grpc
 
 from common import tasks
+from common.collector import PacedCollector
 from common.errors import ConfigError
 from common.events import NotWritten, SourceEvent
 from common.kinds import GatewayKind, SourceContext
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2, eventing_pb2_grpc
 from common.server.channel import Channel, ChannelClosed
-from common.server.collector import PacedCollector
 from common.server.outcome import ShuttingDown, stream_end
 from common.settings import ServerSettings
 

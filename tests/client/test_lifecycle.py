@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import defaultdict
 from collections.abc import AsyncIterator
 
@@ -13,11 +14,12 @@ from common.client.lifecycle import Lifecycle
 from common.client.metrics import REGISTRY
 from common.client.model import ReceivedEvent
 from common.client.status import Phase, StatusBoard
+from common.collector import PacedCollector, Pass
 from common.configmap import EventSourceSpec
 from common.retry import Backoff
 from common.rpc import eventing_stub
 from common.server.app import GatewayServer
-from common.settings import ServerSettings
+from common.settings import CollectorSettings, ServerSettings
 from tests.harness.processes import free_port
 from tests.kinds import JOURNAL, TICK
 
@@ -105,6 +107,23 @@ async def test_events_read_but_not_yet_queued_when_a_source_stops_are_counted_as
     assert handed == [b"stuck-0"]
     assert read >= 2, "the first message carried a batch"
     assert count("gateway_events_dropped_total") - dropped == read - 1
+
+
+async def test_running_sources_drive_the_paced_collectors_freezes_in_the_client_too(
+    server: GatewayServer,
+) -> None:
+    pacer = PacedCollector(CollectorSettings(settle=0.0, full_interval=0.0))
+    got = Collected()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        lifecycle = Lifecycle(eventing_stub(channel), StatusBoard(), got.sink, collector=pacer)
+        assert pacer.tick() is Pass.FULL, "no source yet: nothing to freeze"
+        await lifecycle.apply([spec("a", "count: 0\nevery: 0.01")])
+        await got.until("a", 1)
+        assert pacer.tick() is Pass.SETTLE
+        await lifecycle.apply([])
+        assert pacer.tick() is Pass.DEEP, "an ended stream's leftovers are reclaimed"
+        await lifecycle.close()
+    gc.unfreeze()
 
 
 async def test_a_change_restarts_only_the_changed_source_and_leaves_the_others_untouched(

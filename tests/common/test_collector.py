@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from common import collector
+from common.collector import PacedCollector, Pass
 from common.rpc import eventing_pb2, eventing_stub
-from common.server import collector
 from common.server.app import GatewayServer
-from common.server.collector import PacedCollector, Pass
 from common.settings import CollectorSettings, ServerSettings, SettingsError
 from tests.kinds import TICK
 
@@ -195,3 +195,21 @@ async def test_the_python_policy_leaves_collection_alone() -> None:
         assert server.collector is None
     finally:
         await server.stop()
+
+
+async def test_holders_in_one_process_share_one_collector_until_the_last_lets_go() -> None:
+    first = collector.acquire(CollectorSettings(young_interval=60.0))
+    second = collector.acquire(CollectorSettings(young_interval=0.01))
+    try:
+        assert second is first, "one interpreter, one collector: the first holder's settings"
+        assert first.settings.young_interval == 60.0
+        await collector.release()
+        assert not gc.isenabled(), "the second holder still paces collection"
+    finally:
+        await collector.release()
+    assert gc.isenabled()
+    third = collector.acquire(CollectorSettings())
+    try:
+        assert third is not first, "a fresh collector after the last release"
+    finally:
+        await collector.release()

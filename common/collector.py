@@ -23,7 +23,9 @@ The paced policy (``ServerSettings.gc``, ``paced`` by default) replaces those tr
 - objects that were alive at a freeze and die later in a cycle are reclaimed by a deep pass every
   ``deep_interval`` (10 minutes) while anything is frozen.
 
-The collector is process-wide (the interpreter has one). ``python`` leaves CPython's own policy alone.
+The collector is process-wide (the interpreter has one): ``acquire`` starts it for the first holder
+(a gateway server, a gateway client, or both in one process) and ``release`` hands collection back
+to CPython when the last one stops. ``python`` leaves CPython's own policy alone.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from enum import Enum
 
+from common import tasks
 from common.settings import CollectorSettings
 
 _log = logging.getLogger(__name__)
@@ -132,7 +135,8 @@ class PacedCollector:
 
 
 _holders = 0
-"""Servers in this process running the paced policy; automatic collection is off while any does."""
+"""Holders (servers, clients) in this process running the paced policy; automatic collection is off
+while any does."""
 _was_enabled = True
 """Whether automatic collection was on before the first paced collector took over."""
 
@@ -158,3 +162,26 @@ def hand_back() -> None:
         gc.unfreeze()
         if _was_enabled:
             gc.enable()
+
+
+_shared: PacedCollector | None = None
+_task: asyncio.Task[None] | None = None
+
+
+def acquire(settings: CollectorSettings) -> PacedCollector:
+    """The process's paced collector, started for the first holder (whose settings it keeps)."""
+    global _shared, _task
+    if _shared is None:
+        _shared = PacedCollector(settings)
+        _task = tasks.start(_shared.run(), name="garbage collector", eternal=True)
+    take_over()
+    return _shared
+
+
+async def release() -> None:
+    """One holder is done; the last one stops the collector and hands collection back to CPython."""
+    global _shared, _task
+    hand_back()
+    if _holders == 0 and _task is not None:
+        task, _task, _shared = _task, None, None
+        await tasks.stop(task, timeout=1.0, reason="no holder left")
