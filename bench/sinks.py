@@ -2,10 +2,11 @@
 
 A sink takes CloudEvents in binary mode (``ce-*`` HTTP or NATS headers) and records, per event, when
 it arrived (``time.time()``, after the body was read), the source (``ce-subject``), the sequence
-number (the ``N`` of ``ce-id: PREFIX:N``) and how long after the load generator stamped it the event
-arrived. The stamp is the load generator's send time when the event carries one, an ``X-Sent-At``
-header (``time.time()`` as a decimal), either on the event itself or among the HTTP request headers a
-webhook event forwards in its ``ce-headers`` extension; otherwise it is ``ce-time``. Numbers run per
+number (the ``N`` of ``ce-id: PREFIX:N``, when the id ends in one) and how long after the load
+generator stamped it the event arrived. The stamp is the load generator's send time when the event
+carries one, an ``X-Sent-At`` header (``time.time()`` as a decimal), either on the event itself or
+among the HTTP request headers a webhook event forwards in its ``ce-headers`` extension; otherwise it
+is ``ce-time``. Numbers run per
 source and per id prefix (the ``PREFIX`` of ``ce-id``, e.g. one per load-generator worker): an event
 whose number is not its stream's previous number plus one is an order violation (a reorder, a
 duplicate or a gap).
@@ -58,14 +59,15 @@ class Recorder:
 
     def record(self, headers: Mapping[str, str], now: float) -> None:
         source, event_id = headers.get("ce-subject"), headers.get("ce-id")
-        prefix, _, number = (event_id or "").rpartition(":")
-        if source is None or not number.isdigit():
+        if source is None or not event_id:
             self.unreadable += 1
             return
-        seq, stream = int(number), f"{source}\0{prefix}"
-        if seq != self.last.get(stream, -1) + 1:
-            self.order_violations += 1
-        self.last[stream] = seq
+        prefix, _, number = event_id.rpartition(":")
+        if number.isdigit():  # numbered: checked for order (a calendar's ids name their slot instead)
+            seq, stream = int(number), f"{source}\0{prefix}"
+            if seq != self.last.get(stream, -1) + 1:
+                self.order_violations += 1
+            self.last[stream] = seq
         self.per_source[source] = self.per_source.get(source, 0) + 1
         self.arrivals.append(now)
         sent = _sent_at(headers)
