@@ -67,7 +67,7 @@ class PacedCollector:
         """When the latest source started, while it is not frozen yet."""
         self._ended = False
         self._frozen = False
-        """Whether anything was frozen since the last deep pass."""
+        """Whether anything is frozen (by a settle or a deep pass)."""
         self._last_deep = self._last_full = clock()
         self.passes: Counter[Pass] = Counter()
         """Passes run so far, by kind."""
