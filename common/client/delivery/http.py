@@ -72,7 +72,7 @@ class HttpTransport:
             raise RetryableDeliveryError(display, "not connected yet", accepted=accepted)
         try:
             async with self._session.post(
-                self._spec.address, data=message.body, headers=dict(message.headers), allow_redirects=False
+                self._spec.address, data=message.body, headers=message.headers, allow_redirects=False
             ) as response:
                 text = await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")

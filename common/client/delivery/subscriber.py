@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypedDict
 
+from prometheus_client import Counter as PromCounter
+
 from common import retry, tasks
 from common.client.delivery.errors import PermanentDeliveryError, RetryableDeliveryError
 from common.client.delivery.http import HttpTransport
@@ -86,6 +88,8 @@ class _Lane:
     source: str
     queue: asyncio.Queue[Message]
     log: SourceLogger
+    delivered: PromCounter
+    """This lane's child of the delivered counter, looked up once (``labels`` costs per call)."""
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     flights: list[list[Message]] = field(default_factory=list)
     """Per worker, the messages it has taken but not yet settled, oldest first."""
@@ -118,6 +122,7 @@ class Subscriber:
         self._retried = 0
         self._dropped: Counter[str] = Counter()
         self._depth = QUEUE_DEPTH.labels(subscriber=spec.display)
+        self._latency = DELIVERY_LATENCY.labels(subscriber=spec.display)
 
     @property
     def display(self) -> str:
@@ -180,7 +185,10 @@ class Subscriber:
     def _lane(self, source: str, *, create: bool = True) -> _Lane:
         lane = self._lanes.get(source)
         if lane is None:
-            lane = _Lane(source, asyncio.Queue(self._settings.queue_size), SourceLogger(_log, source))
+            delivered = EVENTS_DELIVERED.labels(source=source, subscriber=self.display)
+            lane = _Lane(
+                source, asyncio.Queue(self._settings.queue_size), SourceLogger(_log, source), delivered
+            )
             if create:
                 self._lanes[source] = lane
                 name = f"deliver {source!r} -> {self.display}"
@@ -274,11 +282,10 @@ class Subscriber:
         done = flight[:count]
         del flight[:count]
         now = time.monotonic()
-        latency = DELIVERY_LATENCY.labels(subscriber=self.display)
         for message in done:
             if message.received_at > 0:
-                latency.observe(max(now - message.received_at, 0.0))
-        EVENTS_DELIVERED.labels(source=lane.source, subscriber=self.display).inc(count)
+                self._latency.observe(max(now - message.received_at, 0.0))
+        lane.delivered.inc(count)
         self._delivered += count
         self._depth.dec(count)
 
