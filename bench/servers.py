@@ -43,6 +43,13 @@ from common.settings import CollectorSettings, ServerSettings
 PAYLOAD = b'{"eventTime":"2026-11-21T12:00:00Z","userPayload":{"hello":"world","n":12345}}' * 3
 
 
+async def _until_signal() -> None:
+    """Return on SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await stop.wait()
+
+
 def bench_events(count: int) -> list[SourceEvent]:
     return [
         SourceEvent(payload=PAYLOAD, id=f"bench:{i}", content_type="application/json") for i in range(count)
@@ -59,9 +66,7 @@ async def _serve_gateway(port: int, count: int) -> None:
     kind: GatewayKind[None] = GatewayKind(name="bench", parse=lambda data: None, run=run)
     server = GatewayServer(kind, ServerSettings(port=port))
     await server.start()
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    await stop.wait()
+    await _until_signal()
     await server.stop(grace=1.0)
 
 
@@ -80,9 +85,7 @@ async def _serve_paced(port: int, count: int, rate: float) -> None:
     kind: GatewayKind[float] = GatewayKind(name="bench", parse=lambda data: float(data or 0), run=run)
     server = GatewayServer(kind, ServerSettings(port=port))
     await server.start()
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    await stop.wait()
+    await _until_signal()
     await server.stop(grace=1.0)
 
 
@@ -111,9 +114,7 @@ async def _serve_raw(port: int, count: int) -> None:
     eventing_pb2_grpc.add_EventingServicer_to_server(RawServicer(count), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    await stop.wait()
+    await _until_signal()
     await server.stop(grace=1.0)
 
 
@@ -132,10 +133,8 @@ async def _serve_calendar(port: int, out: str, gc_policy: str) -> None:
     kind = GatewayKind(name="calendar", parse=KIND.parse, run=measured)
     server = GatewayServer(kind, ServerSettings(port=port, gc=CollectorSettings(policy=gc_policy)))
     await server.start()
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
     started = time.perf_counter()
-    await stop.wait()
+    await _until_signal()
     report = json.dumps({"samples": samples, "seconds": time.perf_counter() - started})
     await asyncio.to_thread(Path(out).write_text, report)
     await server.stop(grace=1.0)
@@ -194,10 +193,8 @@ async def _serve_relay(port: int, sink_url: str) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
     try:
-        await stop.wait()
+        await _until_signal()
     finally:
         await runner.cleanup()
         await session.close()
