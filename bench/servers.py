@@ -37,8 +37,9 @@ from common.client.model import Format, GatewayIdentity, ReceivedEvent
 from common.events import SourceEvent, rfc3339
 from common.kinds import GatewayKind, SourceContext
 from common.rpc import eventing_pb2, eventing_pb2_grpc
-from common.server.app import GatewayServer, install_signal_handlers
+from common.server.app import GatewayServer
 from common.settings import CollectorSettings, ServerSettings
+from common.signals import install_signal_handlers
 
 PAYLOAD = b'{"eventTime":"2026-11-21T12:00:00Z","userPayload":{"hello":"world","n":12345}}' * 3
 
@@ -107,6 +108,15 @@ class RawServicer(eventing_pb2_grpc.EventingServicer):
             yield eventing_pb2.Event(
                 name=request.name, payload=event.payload, id=event.id, content_type=event.content_type
             )
+
+    async def StreamEventSource(
+        self,
+        requests: AsyncIterator[eventing_pb2.StreamControl],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[eventing_pb2.StreamMessage]:
+        """Not offered, as by a v0.11 server."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamEventSource is not offered")
+        yield eventing_pb2.StreamMessage()  # unreachable: makes this an async generator
 
 
 async def _serve_raw(port: int, count: int) -> None:

@@ -34,7 +34,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from common.server.app import install_signal_handlers
+from common.signals import install_signal_handlers
 
 SENT_AT_HEADER = "x-sent-at"
 """The load generator's send time (``time.time()``, a decimal), a request header of the webhook bench."""

@@ -27,11 +27,12 @@ from common.client.delivery.settings import DeliverySettings
 from common.client.model import Format
 from common.client.ops import DEFAULT_OPS_PORT
 from common.client.runner import DeliveryOptions, build_delivery, gateway_identity, run_client, run_standalone
+from common.client.stream import UnackedBound
 from common.client.subscribers import SubscriberError
 from common.configmap import EventSourceFileError, parse_event_sources
 from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
 from common.metrics_http import MetricsServer
-from common.server.app import install_signal_handlers, serve
+from common.server.app import serve
 from common.settings import (
     DEFAULT_SERVER_PORT,
     CollectorSettings,
@@ -41,6 +42,7 @@ from common.settings import (
     SettingsError,
     parse_port,
 )
+from common.signals import install_signal_handlers
 from common.validate import validate_all
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -116,7 +118,32 @@ def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int) -> None:
     cmd.add_argument(
         "--when-full", choices=("block", "drop"), default="block", help="a full subscriber queue"
     )
-    cmd.add_argument("--grace", type=float, default=10.0, help="seconds to drain queues on shutdown")
+    cmd.add_argument(
+        "--drain-grace",
+        type=float,
+        default=10.0,
+        help="seconds a stop waits for sources to drain (the server writes what they hold)",
+    )
+    cmd.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds a stop then waits for queued events to be delivered",
+    )
+    cmd.add_argument(
+        "--max-unacked-events",
+        type=int,
+        default=UnackedBound.events,
+        metavar="N",
+        help="events of one source held between answered and delivered (default 1000)",
+    )
+    cmd.add_argument(
+        "--max-unacked-bytes",
+        type=int,
+        default=UnackedBound.bytes,
+        metavar="BYTES",
+        help="the same bound in bytes (default 4194304)",
+    )
     cmd.add_argument(
         "--ops-port",
         type=int,
@@ -128,6 +155,24 @@ def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int) -> None:
 def _delivery(args: argparse.Namespace) -> DeliveryOptions:
     settings = DeliverySettings(when_full=args.when_full)
     return DeliveryOptions(tuple(args.subscriber), Format(args.format), settings)
+
+
+def _stopping(args: argparse.Namespace) -> dict[str, Any]:
+    """The client's stop settings from the flags; ``SettingsError`` naming a flag that cannot work."""
+    for flag, value in (("--drain-grace", args.drain_grace), ("--grace", args.grace)):
+        if not 0 <= value <= 3600:  # also refuses nan
+            raise SettingsError(f"{flag}: {value} is not a number of seconds from 0 to 3600")
+    for flag, value in (
+        ("--max-unacked-events", args.max_unacked_events),
+        ("--max-unacked-bytes", args.max_unacked_bytes),
+    ):
+        if not 1 <= value <= 2**32 - 1:
+            raise SettingsError(f"{flag}: {value} must be from 1 to {2**32 - 1}")
+    return {
+        "drain_grace": args.drain_grace,
+        "grace_period": args.grace,
+        "bound": UnackedBound(events=args.max_unacked_events, bytes=args.max_unacked_bytes),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +249,7 @@ def _run(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
     gateway = gateway_identity(kind.name, args.name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
     gc = CollectorSettings(policy=args.gc)
-    settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, grace_period=args.grace, gc=gc)
+    settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, gc=gc, **_stopping(args))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -223,7 +268,7 @@ def _client(args: argparse.Namespace) -> int:
     gateway = gateway_identity(kind_name, name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
     gc = CollectorSettings(policy=args.gc)
-    settings = ClientSettings(server=target, ops_port=args.ops_port, grace_period=args.grace, gc=gc)
+    settings = ClientSettings(server=target, ops_port=args.ops_port, gc=gc, **_stopping(args))
     config = FileConfigSource(args.event_sources)
     kind = load_kind(kind_name) if kind_name in available_kinds() else None
     server_port = int(target.rsplit(":", 1)[1]) if target.rsplit(":", 1)[-1].isdigit() else 0

@@ -25,13 +25,30 @@ C = TypeVar("C")
 ENTRY_POINT_GROUP = "gateways.kinds"
 
 
+END_REMOVED = "removed"
+"""The client removed the source from its config: its endpoint goes at once."""
+END_CANCELLED = "cancelled"
+"""A v0.11 client ended the stream: a deliberate stop or a lost connection (gRPC does not tell them
+apart), so it is taken as a stop: the endpoint goes at once."""
+END_CHANGED = "changed"
+"""The client restarts the source with a new config."""
+END_SHUTDOWN = "shutdown"
+"""The client or the server is stopping; the source will be started again when one is back."""
+END_LOST = "lost"
+"""Our client's control channel broke without a stop: the client crashed or its connection dropped.
+It will start the source again."""
+GONE_AT_ONCE = frozenset({END_REMOVED, END_CANCELLED})
+"""Ends after which a source's endpoint should disappear at once; after any other end it should ask
+callers to come back (the source is expected to start again)."""
+
+
 @dataclass
 class EndReason:
-    """Why a running source is being stopped, set by the server before it cancels the source."""
+    """Why a running source is being stopped, set by the server before it drains or cancels the source."""
 
     value: str = ""
-    """``""`` while running; ``cancelled`` (the client ended the stream: a deliberate stop, or a client
-    whose connection was lost: gRPC does not tell them apart) or ``shutdown`` (the server is stopping)."""
+    """``""`` while running, else one of the ``END_*`` values (``removed``, ``cancelled``, ``changed``,
+    ``shutdown``, ``lost``)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,14 @@ class SourceContext:
     """A logger that tags each record with the source name."""
     end: EndReason = field(default_factory=EndReason)
     """Why the source is being stopped, readable in its ``finally``."""
+    drainers: list[Callable[[], None]] = field(default_factory=list)
+    """Called when the source is to finish (``on_drain``)."""
+
+    def on_drain(self, callback: Callable[[], None]) -> None:
+        """Be told when the source should finish rather than be cancelled: take nothing new, yield
+        what it already holds (events whose callers wait for their answer), then return. ``end`` says
+        why by then. A source that registers nothing holds nothing and is simply cancelled."""
+        self.drainers.append(callback)
 
 
 Clashes = Callable[[str, C, Mapping[str, C], frozenset[int]], dict[str, str]]

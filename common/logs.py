@@ -70,6 +70,8 @@ class SourceLogger(logging.LoggerAdapter[logging.Logger]):
 
     def __init__(self, logger: logging.Logger, source: str) -> None:
         super().__init__(logger, {"source": source})
+        self.source = source
+        """The event source's name."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}

@@ -109,8 +109,13 @@ class ServerSettings:
     port: int = DEFAULT_SERVER_PORT
     """gRPC port; ``--port`` overrides ``GATEWAY_SERVER_PORT``, which overrides 9330. 0 picks a free one."""
     grace_period: float = 10.0
-    """Seconds a shutdown waits for streams to drain before cancelling them; within Kubernetes'
-    default 30 s termination grace, with room for the client's own drain."""
+    """Seconds a shutdown gives sources to finish and their streams to be read by the client (stage
+    1 of a pod stop); then what is still unwritten is refused (a webhook caller gets 503). Within
+    Kubernetes' default 30 s termination grace, with room for the client's delivery stage after it."""
+    end_timeout: float = 5.0
+    """Seconds a control-channel stream waits, after its last message, for the client to confirm it
+    has read everything (its half-close). Our client confirms at once; this bounds a client that
+    never does."""
     stream_buffer: int = 64
     """Events a source may run ahead of its gRPC stream before it is paused (back-pressure)."""
     stop_timeout: float = 5.0

@@ -115,8 +115,9 @@ def test_run_prints_cloudevents_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     assert all(e["data"]["userPayload"] == {"n": 1} for e in lines)
     stages = [
         "Received SIGTERM",
-        "no new events",
-        "Draining delivery queues",
+        "draining the event sources",
+        "Event sources drained; delivering",
+        "Delivery stopped",
         "client has stopped",
         "server has stopped",
     ]

@@ -1,7 +1,13 @@
 """The gateway client process: config -> lifecycle -> delivery, with status and the ops port.
 
-Shutdown is staged: stop watching the config; stop every source (its stream is cancelled, so no new
-event is taken); drain the delivery queues within the grace period; close the ops port.
+Shutdown is staged, each stage bounded and logged:
+
+1. stop watching the config;
+2. drain every source (``drain_grace``): the server writes what each source holds and ends its
+   stream; delivery goes on meanwhile. Sources still draining then are stopped, then cancelled;
+3. deliver what is queued (``grace_period``); what is still undelivered then is dropped, counted as
+   ``shutdown`` and logged with its number;
+4. close the ops port (so the last counts are there to scrape until the end), then the collector.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client import CollectorRegistry
 
-from common import collector, tasks
+from common import collector, signals, tasks
 from common.client.config_source import ConfigSource
 from common.client.lifecycle import Lifecycle, Precheck
 from common.client.model import ReceivedEvent
 from common.client.ops import DEFAULT_OPS_PORT, OpsServer
 from common.client.status import StatusBoard
+from common.client.stream import UnackedBound
 from common.retry import Backoff
-from common.rpc import eventing_stub
+from common.rpc import WINDOW_OPTIONS, eventing_stub
 from common.settings import CollectorSettings
 
 _log = logging.getLogger(__name__)
@@ -34,6 +41,7 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
+    *WINDOW_OPTIONS,
 ]
 """A dead server is noticed within 40 s even when no event flows (the server permits these pings), and
 a restarted one within 2 s: gRPC's own reconnect backoff would otherwise grow to two minutes, and the
@@ -60,8 +68,16 @@ class ClientSettings:
     """Interface of the ops port: probes and Prometheus come from outside the pod."""
     ops_port: int = DEFAULT_OPS_PORT
     """``/healthz``, ``/readyz``, ``/metrics``; 0 picks a free port, -1 turns the port off."""
+    drain_grace: float = 10.0
+    """Seconds a shutdown (or a source's removal) waits for sources to drain, that is for the server
+    to write what they hold and end their streams, before stopping them. At least the server's own
+    grace (10 s), so that in a pod stop the server's limit is the one that applies."""
     grace_period: float = 10.0
-    """Seconds a shutdown waits for queued events to be delivered before counting them as dropped."""
+    """Seconds a shutdown then waits for queued events to be delivered before counting them as
+    dropped. With ``drain_grace`` and a few seconds of closing, within Kubernetes' default 30 s."""
+    bound: UnackedBound = field(default_factory=UnackedBound)
+    """The most of one source's events held between "written to the stream" and "every subscriber is
+    done with it" (events and bytes), asked of a server that offers the control channel."""
     channel_options: tuple[tuple[str, int], ...] = field(default_factory=lambda: tuple(CHANNEL_OPTIONS))
     """gRPC channel options (keepalive, reconnect backoff)."""
     gc: CollectorSettings = field(default_factory=CollectorSettings)
@@ -114,6 +130,11 @@ class GatewayClient:
                 on_removed=self._removed,
                 precheck=self._precheck,
                 collector=paced,
+                bound=self.settings.bound,
+                drain_timeout=self.settings.drain_grace,
+            )
+            unhold = signals.holding(
+                lambda: (lifecycle.held, "read off the streams and not yet accepted by every subscriber")
             )
             watcher = tasks.start(self._watch(lifecycle), name="event-source config watch", eternal=True)
             link = tasks.start(
@@ -122,12 +143,27 @@ class GatewayClient:
             try:
                 await stop.wait()
             finally:
-                _log.info("Stopping: no new config, no new events.")
+                _log.info(
+                    "Stopping: no new config; draining the event sources (grace %.1fs).",
+                    self.settings.drain_grace,
+                )
                 await tasks.stop(link, timeout=5.0)
                 await tasks.stop(watcher, timeout=5.0)
                 await lifecycle.close()
-                _log.info("Draining delivery queues (grace %.1fs).", self.settings.grace_period)
+                _log.info(
+                    "Event sources drained; delivering %d held event(s) (grace %.1fs).",
+                    lifecycle.held,
+                    self.settings.grace_period,
+                )
                 await self.delivery.close(self.settings.grace_period)
+                dropped = sum(s.get("dropped", {}).get("shutdown", 0) for s in self.delivery.status())
+                if dropped:
+                    _log.warning(
+                        "Delivery stopped: %d event(s) dropped at shutdown (reason shutdown).", dropped
+                    )
+                else:
+                    _log.info("Delivery stopped: every event read was delivered or settled.")
+                unhold()
                 if ops is not None:
                     await ops.stop()
                 if paced is not None:

@@ -99,6 +99,7 @@ def encode(
         body=body,
         headers=headers,
         received_at=received_monotonic,
+        receipt=received.receipt,
     )
 
 

@@ -5,6 +5,11 @@ Each source has one runner task. It validates first (an invalid source is report
 config to change), then streams events to the sink. How the stream ends decides what follows:
 OK stays Completed; INVALID_ARGUMENT stays Error until the config changes; any other fault restarts
 the source with backoff. A server that is not up yet is waited for with backoff, not crashed on.
+
+Streams go over the control channel (``common.client.stream``) when the server offers it. Ending a
+source is staged there: drain (the server writes what the source holds and ends the stream), then,
+past ``drain_timeout``, stop (what is not written yet is refused), then cancel. Over v0.11's
+``StartEventSource`` cancelling is the only way.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import grpc
 
 from common import retry, tasks
 from common.client.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
-from common.client.model import ReceivedEvent
+from common.client.model import Receipt, ReceivedEvent
 from common.client.status import Phase, StatusBoard
+from common.client.stream import ControlledStream, PlainStream, SourceStream, UnackedBound
 from common.collector import PacedCollector
 from common.configmap import EventSourceSpec
 from common.events import rfc3339
@@ -44,16 +50,24 @@ Sink = Callable[[ReceivedEvent], Awaitable[None]]
 
 HEALTHY_AFTER = 10.0
 """Seconds a stream must run before its restart backoff starts again from the first delay."""
+STOP_WAIT = 2.0
+"""Seconds a source asked to stop (after its drain took too long) gets before it is cancelled."""
+REMOVED, CHANGED, SHUTDOWN = "removed", "changed", "shutdown"
+"""Why a runner ends: what the server is told, so the source can tell its callers."""
 
 
 class _Stop(Exception):
     """The runner is done until its config changes (completed, or invalid)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Runner:
     spec: EventSourceSpec
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
+    stream: SourceStream | None = None
+    """The stream being read, while there is one."""
+    stopping: str = ""
+    """Why the runner is being ended (``removed``, ``changed``, ``shutdown``); ``""`` while it runs."""
 
 
 class Lifecycle:
@@ -69,6 +83,8 @@ class Lifecycle:
         on_removed: Callable[[str], Awaitable[None]] | None = None,
         precheck: Precheck | None = None,
         collector: PacedCollector | None = None,
+        bound: UnackedBound | None = None,
+        drain_timeout: float = 10.0,
     ) -> None:
         self._stub = stub
         self._collector = collector
@@ -81,11 +97,20 @@ class Lifecycle:
         self._precheck = precheck
         self._refused: dict[str, EventSourceSpec] = {}
         self._reconnected = asyncio.Event()
+        self._bound = bound or UnackedBound()
+        self._drain_timeout = drain_timeout
+        self._controlled: bool | None = None
+        """Whether the server offers the control channel; None until a stream has told."""
+        self.held = 0
+        """Events read off the streams that not every subscriber is done with yet."""
 
     def server_ready(self) -> None:
-        """The channel to the server is ready again: sources waiting out a restart delay retry now."""
+        """The channel to the server is ready again: sources waiting out a restart delay retry now, and
+        the next stream asks the (perhaps upgraded) server for the control channel again."""
         self._reconnected.set()
         self._reconnected = asyncio.Event()
+        if self._controlled is False:
+            self._controlled = None
 
     @property
     def sources(self) -> dict[str, EventSourceSpec]:
@@ -96,7 +121,7 @@ class Lifecycle:
         refused = await asyncio.to_thread(self._precheck, specs) if self._precheck is not None else {}
         wanted = {spec.name: spec for spec in specs if spec.name not in refused}
         for name in [n for n in self._runners if n not in wanted]:
-            await self._stop(name, removed=name not in refused)
+            await self._stop(name, REMOVED, forget=name not in refused)
         for name in [n for n in self._refused if n not in refused]:
             del self._refused[name]
             if name not in wanted:
@@ -110,7 +135,7 @@ class Lifecycle:
                 continue
             if current is not None:
                 _log.info("Event source %r changed; restarting it.", name, extra={"source": name})
-                await self._stop(name, removed=False)
+                await self._stop(name, CHANGED, forget=False)
             self._start(spec)
 
     def _refuse(self, spec: EventSourceSpec, reason: str) -> None:
@@ -124,24 +149,53 @@ class Lifecycle:
     def _start(self, spec: EventSourceSpec) -> None:
         log = SourceLogger(_log, spec.name)
         self._status.set_phase(spec.name, spec.id, Phase.NEW, "starting")
-        task = tasks.start(self._run(spec, log), name=f"event source {spec.name!r}", logger=log)
-        self._runners[spec.name] = _Runner(spec, task)
+        runner = _Runner(spec)
+        runner.task = tasks.start(self._run(runner, log), name=f"event source {spec.name!r}", logger=log)
+        self._runners[spec.name] = runner
 
-    async def _stop(self, name: str, *, removed: bool) -> None:
+    async def _stop(self, name: str, reason: str, *, forget: bool) -> None:
         runner = self._runners.pop(name)
-        await tasks.stop(runner.task, timeout=10.0, reason="event source removed or changed")
-        if removed:
+        await self._end([runner], reason)
+        if forget:
             _log.info("Event source %r removed.", name, extra={"source": name})
             self._status.remove(name)
             if self._on_removed is not None:
                 await self._on_removed(name)
 
     async def close(self) -> None:
-        """Stop every source: its stream is cancelled, so no new event is taken."""
-        for name in list(self._runners):
-            await self._stop(name, removed=False)
+        """End every source in stages: drain, stop, cancel (see the module docstring)."""
+        runners = list(self._runners.values())
+        self._runners.clear()
+        await self._end(runners, SHUTDOWN)
 
-    async def _run(self, spec: EventSourceSpec, log: SourceLogger) -> None:
+    async def _end(self, runners: Sequence[_Runner], reason: str) -> None:
+        """Drain ``runners``' sources; stop those still running after ``drain_timeout``; cancel the rest."""
+        for runner in runners:
+            runner.stopping = reason
+            stream = runner.stream
+            if stream is not None and stream.controlled:
+                stream.drain(reason)
+            elif runner.task is not None:
+                runner.task.cancel(f"event source {reason}")
+        pending = {r.task for r in runners if r.task is not None and not r.task.done()}
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=self._drain_timeout)
+        if pending:
+            _log.warning(
+                "%d event source(s) still draining after %.1fs; stopping them.",
+                len(pending),
+                self._drain_timeout,
+            )
+            for runner in runners:
+                if runner.task in pending and runner.stream is not None:
+                    runner.stream.stop(reason)
+            _, pending = await asyncio.wait(pending, timeout=STOP_WAIT)
+        for runner in runners:
+            if runner.task is not None:
+                await tasks.stop(runner.task, timeout=STOP_WAIT, reason=f"event source {reason}")
+
+    async def _run(self, runner: _Runner, log: SourceLogger) -> None:
+        spec = runner.spec
         delays = self._backoff.delays()
         attempt = 0
         while True:
@@ -149,12 +203,21 @@ class Lifecycle:
             started = time.monotonic()
             try:
                 await self._validate(spec)
-                await self._stream(spec, log)
+                await self._stream(runner, log)
             except _Stop:
                 return
             except grpc.aio.AioRpcError as exc:
+                if runner.stopping:
+                    return
+                if exc.code() is grpc.StatusCode.UNIMPLEMENTED and self._controlled is not False:
+                    log.info("The server has no control channel (a v0.11 server); using StartEventSource.")
+                    self._controlled = False
+                    attempt -= 1
+                    continue
                 if not self._fault(spec, exc):
                     return
+            if runner.stopping:
+                return
             if time.monotonic() - started >= HEALTHY_AFTER:
                 delays, attempt = self._backoff.delays(), 1
             delay = next(delays)
@@ -174,20 +237,29 @@ class Lifecycle:
             )
             raise _Stop()
 
-    async def _stream(self, spec: EventSourceSpec, log: SourceLogger) -> None:
+    async def _stream(self, runner: _Runner, log: SourceLogger) -> None:
+        spec = runner.spec
         request = spec.to_proto()
         request.batches = True  # events ready together arrive in one message (Event.batch)
-        call = self._stub.StartEventSource(request)
-        self._status.set_phase(spec.name, spec.id, Phase.RUNNING, "event source is running")
-        log.info("Event source is running.")
+        stream: SourceStream
+        if self._controlled is False:
+            stream = PlainStream(self._stub, request)
+        else:
+            stream = ControlledStream(self._stub, request, self._bound, log)
+        runner.stream = stream
         received = EVENTS_RECEIVED.labels(source=spec.name)
-        self._started()
-        first = True
         try:
-            async for message in call:
+            await stream.open()
+            self._status.set_phase(spec.name, spec.id, Phase.RUNNING, "event source is running")
+            log.info("Event source is running.")
+            self._started()
+            first = True
+            async for message in stream.messages():
                 if first:  # its first event made the source's delivery lanes: long-lived state too
                     self._started()
                     first = False
+                    if stream.controlled:
+                        self._controlled = True
                 events = message.batch or (message,)
                 received.inc(len(events))
                 self._status.event(spec.name, len(events))
@@ -199,18 +271,35 @@ class Lifecycle:
                             event.id = str(uuid.uuid4())
                         if not event.time:
                             event.time = rfc3339(now)
-                        await self._sink(ReceivedEvent(spec.name, event, now))
+                        receipt = self._receipt(stream, event.sequence)
+                        await self._sink(ReceivedEvent(spec.name, event, now, receipt))
                         handed += 1
                 except asyncio.CancelledError:
                     _count_unhanded(spec.name, events[handed:], log)
                     raise
         finally:
-            call.cancel()  # an abandoned aio call is never collected, so never cancelled (grpc#43462)
+            runner.stream = None
+            await stream.close()
             if self._collector is not None:
                 self._collector.source_ended()
+        if runner.stopping:
+            log.info("Event source has drained (%s).", runner.stopping)
+            raise _Stop()
         self._status.set_phase(spec.name, spec.id, Phase.COMPLETED, "event source has completed")
         log.info("Event source has completed.")
         raise _Stop()
+
+    def _receipt(self, stream: SourceStream, sequence: int) -> Receipt:
+        """The receipt of one event: when every subscriber is done with it, it no longer counts as held
+        and, unless a shutdown cut it off, the server is told (its window opens by one)."""
+        self.held += 1
+
+        def done(acknowledge: bool) -> None:
+            self.held -= 1
+            if acknowledge and sequence:
+                stream.acknowledge(sequence)
+
+        return Receipt(done)
 
     def _started(self) -> None:
         if self._collector is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -31,6 +31,49 @@ class GatewayIdentity:
     """The gateway kind (``calendar``, ``webhook``, ...)."""
 
 
+class Receipt:
+    """One event on its way to every subscriber, settled once each of them is done with it.
+
+    A subscriber settles it when it accepted the event or gave it up by policy (refused, too large, a
+    full queue), and abandons it when the client's shutdown cut it off. When the last one reports,
+    ``on_done(acknowledge)`` runs once: ``acknowledge`` is False if any subscriber abandoned it, so a
+    source that can redeliver keeps it. Until the fan-out says how many subscribers there are, one
+    report completes it (the printer, an event dropped before the fan-out).
+    """
+
+    __slots__ = ("_acknowledge", "_left", "_on_done")
+
+    def __init__(self, on_done: Callable[[bool], None]) -> None:
+        self._left = 1
+        self._acknowledge = True
+        self._on_done: Callable[[bool], None] | None = on_done
+
+    def expect(self, count: int) -> None:
+        """``count`` subscribers will each report once (before any of them has)."""
+        self._left = max(count, 1)
+
+    def settle(self) -> None:
+        """One subscriber is done with the event: accepted, or given up by policy."""
+        self._report(True)
+
+    def abandon(self) -> None:
+        """One subscriber gave the event up because the client is stopping."""
+        self._report(False)
+
+    @property
+    def done(self) -> bool:
+        return self._on_done is None
+
+    def _report(self, acknowledge: bool) -> None:
+        if self._on_done is None:
+            return
+        self._acknowledge = self._acknowledge and acknowledge
+        self._left -= 1
+        if self._left <= 0:
+            on_done, self._on_done = self._on_done, None
+            on_done(self._acknowledge)
+
+
 @dataclass(frozen=True)
 class ReceivedEvent:
     """One event read off a source's stream."""
@@ -41,6 +84,8 @@ class ReceivedEvent:
     """The event as the server sent it; an old server sends only ``name`` and ``payload``."""
     received_at: datetime
     """When the client read it (aware, UTC): the CloudEvent ``time`` when the server sent none."""
+    receipt: Receipt | None = field(default=None, compare=False)
+    """Settled by the subscribers; None when nothing waits for the outcome (tests, tools)."""
 
 
 @dataclass(frozen=True)
@@ -57,3 +102,5 @@ class Message:
     """HTTP headers (or NATS headers): ``Content-Type`` and, in binary mode, the ``ce-*`` attributes."""
     received_at: float = 0.0
     """``time.monotonic()`` when the client read the event, for the delivery-latency histogram."""
+    receipt: Receipt | None = field(default=None, compare=False, repr=False)
+    """The event's receipt, shared by its messages for every subscriber."""

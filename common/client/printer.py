@@ -30,6 +30,8 @@ class Printer:
         self._out.flush()
         self._printed += 1
         EVENTS_DELIVERED.labels(source=received.source, subscriber=STDOUT).inc()
+        if received.receipt is not None:
+            received.receipt.settle()
 
     async def remove_source(self, source: str, grace: float) -> None:
         return None

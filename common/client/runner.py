@@ -7,6 +7,7 @@ as the two containers of a pod do, so what works standalone works in a pod.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -108,17 +109,14 @@ async def run_standalone(
     settings: ClientSettings,
 ) -> None:
     """Serve ``kind`` on a free loopback port and run a client against it until ``stop`` is set; both
-    share the process's garbage collector, paced by ``settings.gc``."""
+    share the process's garbage collector, paced by ``settings.gc``.
+
+    On ``stop`` the client goes first: it drains every source over the control channel (the sources
+    take nothing new: a webhook answers 503), delivers, and only then is the server stopped."""
     server = GatewayServer(kind, ServerSettings(port=0, gc=settings.gc))
     port = await server.start()
     try:
-        client_settings = ClientSettings(
-            server=f"127.0.0.1:{port}",
-            ops_host=settings.ops_host,
-            ops_port=settings.ops_port,
-            grace_period=settings.grace_period,
-            gc=settings.gc,
-        )
+        client_settings = dataclasses.replace(settings, server=f"127.0.0.1:{port}")
         registries = (kind.metrics,) if kind.metrics is not None else ()
         await run_client(
             client_settings, config, delivery, stop, registries=registries, kind=kind, server_port=port

@@ -12,6 +12,14 @@ import grpc
 
 from common.rpc import eventing_pb2_grpc
 
+WINDOW_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 256 * 1024),
+)
+"""HTTP/2 flow control as both sides set it: a fixed stream window instead of one that bandwidth-delay
+probing grows to several MiB. Over the control channel the unacknowledged window bounds what is in
+flight anyway; over the v0.11 RPC, which has none, this window is the bound."""
+
 if TYPE_CHECKING:
     from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ommon/rpc/eventing.proto\x12\x08gateways\"W\n\x0b\x45ventSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"\xef\x01\n\x05\x45vent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x33\n\nextensions\x18\x07 \x03(\x0b\x32\x1f.gateways.Event.ExtensionsEntry\x12\x1e\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x0f.gateways.Event\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10ValidEventSource\x12\x0f\n\x07isValid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2\x92\x01\n\x08\x45venting\x12<\n\x10StartEventSource\x12\x15.gateways.EventSource\x1a\x0f.gateways.Event0\x01\x12H\n\x13ValidateEventSource\x12\x15.gateways.EventSource\x1a\x1a.gateways.ValidEventSourceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ommon/rpc/eventing.proto\x12\x08gateways\"W\n\x0b\x45ventSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"\x81\x02\n\x05\x45vent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x33\n\nextensions\x18\x07 \x03(\x0b\x32\x1f.gateways.Event.ExtensionsEntry\x12\x1e\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x0f.gateways.Event\x12\x10\n\x08sequence\x18\t \x01(\x04\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10ValidEventSource\x12\x0f\n\x07isValid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\rStreamControl\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x15.gateways.StreamStartH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.gateways.AcknowledgeH\x00\x12 \n\x05\x64rain\x18\x03 \x01(\x0b\x32\x0f.gateways.DrainH\x00\x12\x1e\n\x04stop\x18\x04 \x01(\x0b\x32\x0e.gateways.StopH\x00\x42\t\n\x07\x63ontrol\"k\n\x0bStreamStart\x12%\n\x06source\x18\x01 \x01(\x0b\x32\x15.gateways.EventSource\x12\x1a\n\x12max_unacked_events\x18\x02 \x01(\r\x12\x19\n\x11max_unacked_bytes\x18\x03 \x01(\x04\" \n\x0b\x41\x63knowledge\x12\x11\n\tsequences\x18\x01 \x03(\x04\"-\n\x05\x44rain\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.gateways.StopReason\",\n\x04Stop\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.gateways.StopReason\"`\n\rStreamMessage\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.gateways.EventH\x00\x12\"\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x13.gateways.StreamEndH\x00\x42\t\n\x07message\"\x1b\n\tStreamEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t*u\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13STOP_REASON_REMOVED\x10\x01\x12\x17\n\x13STOP_REASON_CHANGED\x10\x02\x12\x18\n\x14STOP_REASON_SHUTDOWN\x10\x03\x32\xdd\x01\n\x08\x45venting\x12<\n\x10StartEventSource\x12\x15.gateways.EventSource\x1a\x0f.gateways.Event0\x01\x12H\n\x13ValidateEventSource\x12\x15.gateways.EventSource\x1a\x1a.gateways.ValidEventSource\x12I\n\x11StreamEventSource\x12\x17.gateways.StreamControl\x1a\x17.gateways.StreamMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT_EXTENSIONSENTRY']._loaded_options = None
   _globals['_EVENT_EXTENSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_STOPREASON']._serialized_start=977
+  _globals['_STOPREASON']._serialized_end=1094
   _globals['_EVENTSOURCE']._serialized_start=39
   _globals['_EVENTSOURCE']._serialized_end=126
   _globals['_EVENT']._serialized_start=129
-  _globals['_EVENT']._serialized_end=368
-  _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=319
-  _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=368
-  _globals['_VALIDEVENTSOURCE']._serialized_start=370
-  _globals['_VALIDEVENTSOURCE']._serialized_end=421
-  _globals['_EVENTING']._serialized_start=424
-  _globals['_EVENTING']._serialized_end=570
+  _globals['_EVENT']._serialized_end=386
+  _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=337
+  _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=386
+  _globals['_VALIDEVENTSOURCE']._serialized_start=388
+  _globals['_VALIDEVENTSOURCE']._serialized_end=439
+  _globals['_STREAMCONTROL']._serialized_start=442
+  _globals['_STREAMCONTROL']._serialized_end=612
+  _globals['_STREAMSTART']._serialized_start=614
+  _globals['_STREAMSTART']._serialized_end=721
+  _globals['_ACKNOWLEDGE']._serialized_start=723
+  _globals['_ACKNOWLEDGE']._serialized_end=755
+  _globals['_DRAIN']._serialized_start=757
+  _globals['_DRAIN']._serialized_end=802
+  _globals['_STOP']._serialized_start=804
+  _globals['_STOP']._serialized_end=848
+  _globals['_STREAMMESSAGE']._serialized_start=850
+  _globals['_STREAMMESSAGE']._serialized_end=946
+  _globals['_STREAMEND']._serialized_start=948
+  _globals['_STREAMEND']._serialized_end=975
+  _globals['_EVENTING']._serialized_start=1097
+  _globals['_EVENTING']._serialized_end=1318
 # @@protoc_insertion_point(module_scope)

@@ -13,6 +13,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -23,6 +24,36 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _StopReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StopReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StopReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STOP_REASON_UNSPECIFIED: _StopReason.ValueType  # 0
+    STOP_REASON_REMOVED: _StopReason.ValueType  # 1
+    """The source left the config: its endpoint goes at once (a webhook: 404)."""
+    STOP_REASON_CHANGED: _StopReason.ValueType  # 2
+    """The source's config changed; it is started again at once."""
+    STOP_REASON_SHUTDOWN: _StopReason.ValueType  # 3
+    """The client is stopping; it, or the one that replaces it, starts the
+    source again (a webhook answers 503 with Retry-After meanwhile).
+    """
+
+class StopReason(_StopReason, metaclass=_StopReasonEnumTypeWrapper):
+    """Why the client ends a source, so the source can tell its own callers."""
+
+STOP_REASON_UNSPECIFIED: StopReason.ValueType  # 0
+STOP_REASON_REMOVED: StopReason.ValueType  # 1
+"""The source left the config: its endpoint goes at once (a webhook: 404)."""
+STOP_REASON_CHANGED: StopReason.ValueType  # 2
+"""The source's config changed; it is started again at once."""
+STOP_REASON_SHUTDOWN: StopReason.ValueType  # 3
+"""The client is stopping; it, or the one that replaces it, starts the
+source again (a webhook answers 503 with Retry-After meanwhile).
+"""
+Global___StopReason: _TypeAlias = StopReason  # noqa: Y015
 
 @_typing.final
 class EventSource(_message.Message):
@@ -99,6 +130,7 @@ class Event(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     EXTENSIONS_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The event source name."""
     payload: _builtins.bytes
@@ -116,6 +148,11 @@ class Event(_message.Message):
     """What the event is about within its source (an object key, a topic, a path)."""
     content_type: _builtins.str
     """The media type of payload, e.g. application/json."""
+    sequence: _builtins.int
+    """Sent only on StreamEventSource: this event's number within its stream,
+    from 1 up, one per event (never the origin id: senders reuse those).
+    The client acknowledges events by it.
+    """
     @_builtins.property
     def extensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """CloudEvent extension attributes. Names follow the CloudEvents rule
@@ -141,10 +178,11 @@ class Event(_message.Message):
         content_type: _builtins.str = ...,
         extensions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         batch: _abc.Iterable[Global___Event] | None = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "content_type", b"content_type", "extensions", b"extensions", "id", b"id", "name", b"name", "payload", b"payload", "subject", b"subject", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "content_type", b"content_type", "extensions", b"extensions", "id", b"id", "name", b"name", "payload", b"payload", "sequence", b"sequence", "subject", b"subject", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -173,3 +211,205 @@ class ValidEventSource(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidEventSource: _TypeAlias = ValidEventSource  # noqa: Y015
+
+@_typing.final
+class StreamControl(_message.Message):
+    """Client -> server on StreamEventSource. The first message carries `start`;
+    every later one a control. New controls take new field numbers.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    ACK_FIELD_NUMBER: _builtins.int
+    DRAIN_FIELD_NUMBER: _builtins.int
+    STOP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> Global___StreamStart: ...
+    @_builtins.property
+    def ack(self) -> Global___Acknowledge: ...
+    @_builtins.property
+    def drain(self) -> Global___Drain: ...
+    @_builtins.property
+    def stop(self) -> Global___Stop: ...
+    def __init__(
+        self,
+        *,
+        start: Global___StreamStart | None = ...,
+        ack: Global___Acknowledge | None = ...,
+        drain: Global___Drain | None = ...,
+        stop: Global___Stop | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "control", b"control", "drain", b"drain", "start", b"start", "stop", b"stop"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "control", b"control", "drain", b"drain", "start", b"start", "stop", b"stop"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_control: _TypeAlias = _typing.Literal["start", "ack", "drain", "stop"]  # noqa: Y015
+    _WhichOneofArgType_control: _TypeAlias = _typing.Literal["control", b"control"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_control) -> _WhichOneofReturnType_control | None: ...
+
+Global___StreamControl: _TypeAlias = StreamControl  # noqa: Y015
+
+@_typing.final
+class StreamStart(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    MAX_UNACKED_EVENTS_FIELD_NUMBER: _builtins.int
+    MAX_UNACKED_BYTES_FIELD_NUMBER: _builtins.int
+    max_unacked_events: _builtins.int
+    """The most events the server may have written and not yet had
+    acknowledged: at this bound it writes no more and its source is paused
+    (a webhook caller waits). 0 takes the server's default, 1,000.
+    """
+    max_unacked_bytes: _builtins.int
+    """The same bound in payload bytes; 0 takes the server's default, 4 MiB.
+    One event larger than the bound is still written when nothing is
+    outstanding.
+    """
+    @_builtins.property
+    def source(self) -> Global___EventSource:
+        """The event source to run; `batches` asks for Event.batch as on
+        StartEventSource.
+        """
+
+    def __init__(
+        self,
+        *,
+        source: Global___EventSource | None = ...,
+        max_unacked_events: _builtins.int = ...,
+        max_unacked_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_unacked_bytes", b"max_unacked_bytes", "max_unacked_events", b"max_unacked_events", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamStart: _TypeAlias = StreamStart  # noqa: Y015
+
+@_typing.final
+class Acknowledge(_message.Message):
+    """Events the client is done with: every subscriber accepted them, or
+    delivery gave them up by policy (refused, too large, a full queue). Events
+    given up because the client is stopping are never acknowledged. Any
+    order; each sequence once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sequences(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        sequences: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequences", b"sequences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Acknowledge: _TypeAlias = Acknowledge  # noqa: Y015
+
+@_typing.final
+class Drain(_message.Message):
+    """Take no new events, write what the source already holds, then end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: Global___StopReason.ValueType
+    def __init__(
+        self,
+        *,
+        reason: Global___StopReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Drain: _TypeAlias = Drain  # noqa: Y015
+
+@_typing.final
+class Stop(_message.Message):
+    """Stop the source now: what it holds and has not written is refused (a
+    webhook caller gets 503), then end. Events already written still arrive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: Global___StopReason.ValueType
+    def __init__(
+        self,
+        *,
+        reason: Global___StopReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Stop: _TypeAlias = Stop  # noqa: Y015
+
+@_typing.final
+class StreamMessage(_message.Message):
+    """Server -> client on StreamEventSource."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___Event:
+        """One event, or several in Event.batch, each with its sequence."""
+
+    @_builtins.property
+    def end(self) -> Global___StreamEnd:
+        """The last message: the source has ended and nothing follows but the
+        status. The client answers by half-closing.
+        """
+
+    def __init__(
+        self,
+        *,
+        event: Global___Event | None = ...,
+        end: Global___StreamEnd | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "end"]  # noqa: Y015
+    _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
+
+Global___StreamMessage: _TypeAlias = StreamMessage  # noqa: Y015
+
+@_typing.final
+class StreamEnd(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why the stream ends, for logs: drained, stopped, completed, failed,
+    shutting down.
+    """
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamEnd: _TypeAlias = StreamEnd  # noqa: Y015

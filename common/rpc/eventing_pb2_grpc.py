@@ -44,6 +44,11 @@ class EventingStub:
                 request_serializer=common_dot_rpc_dot_eventing__pb2.EventSource.SerializeToString,
                 response_deserializer=common_dot_rpc_dot_eventing__pb2.ValidEventSource.FromString,
                 _registered_method=True)
+        self.StreamEventSource = channel.stream_stream(
+                '/gateways.Eventing/StreamEventSource',
+                request_serializer=common_dot_rpc_dot_eventing__pb2.StreamControl.SerializeToString,
+                response_deserializer=common_dot_rpc_dot_eventing__pb2.StreamMessage.FromString,
+                _registered_method=True)
 
 
 class EventingServicer:
@@ -69,6 +74,21 @@ class EventingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEventSource(self, request_iterator, context):
+        """Additive (not in v0.11): runs an event source over a control channel.
+        The client's first message is StreamControl.start; after it the client
+        acknowledges events and may ask the server to drain or stop the source.
+        The server writes events (each with Event.sequence), then one StreamEnd
+        when nothing more follows; the client answers StreamEnd by half-closing,
+        so the server knows every event written has been read before the call
+        ends. The status then ends the call as StartEventSource's does. A server
+        without this method answers UNIMPLEMENTED: the client then falls back to
+        StartEventSource, which stays exactly as v0.11 has it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +101,11 @@ def add_EventingServicer_to_server(servicer, server):
                     servicer.ValidateEventSource,
                     request_deserializer=common_dot_rpc_dot_eventing__pb2.EventSource.FromString,
                     response_serializer=common_dot_rpc_dot_eventing__pb2.ValidEventSource.SerializeToString,
+            ),
+            'StreamEventSource': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamEventSource,
+                    request_deserializer=common_dot_rpc_dot_eventing__pb2.StreamControl.FromString,
+                    response_serializer=common_dot_rpc_dot_eventing__pb2.StreamMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +162,33 @@ class Eventing:
             '/gateways.Eventing/ValidateEventSource',
             common_dot_rpc_dot_eventing__pb2.EventSource.SerializeToString,
             common_dot_rpc_dot_eventing__pb2.ValidEventSource.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEventSource(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gateways.Eventing/StreamEventSource',
+            common_dot_rpc_dot_eventing__pb2.StreamControl.SerializeToString,
+            common_dot_rpc_dot_eventing__pb2.StreamMessage.FromString,
             options,
             channel_credentials,
             insecure,

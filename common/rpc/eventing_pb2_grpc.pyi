@@ -48,6 +48,17 @@ class EventingStub:
     """
     ValidateEventSource: _grpc.UnaryUnaryMultiCallable[_eventing_pb2.EventSource, _eventing_pb2.ValidEventSource]
     """Validates an event source without starting it."""
+    StreamEventSource: _grpc.StreamStreamMultiCallable[_eventing_pb2.StreamControl, _eventing_pb2.StreamMessage]
+    """Additive (not in v0.11): runs an event source over a control channel.
+    The client's first message is StreamControl.start; after it the client
+    acknowledges events and may ask the server to drain or stop the source.
+    The server writes events (each with Event.sequence), then one StreamEnd
+    when nothing more follows; the client answers StreamEnd by half-closing,
+    so the server knows every event written has been read before the call
+    ends. The status then ends the call as StartEventSource's does. A server
+    without this method answers UNIMPLEMENTED: the client then falls back to
+    StartEventSource, which stays exactly as v0.11 has it.
+    """
 
 @_typing.type_check_only
 class EventingAsyncStub(EventingStub):
@@ -63,6 +74,17 @@ class EventingAsyncStub(EventingStub):
     """
     ValidateEventSource: _aio.UnaryUnaryMultiCallable[_eventing_pb2.EventSource, _eventing_pb2.ValidEventSource]  # type: ignore[assignment]
     """Validates an event source without starting it."""
+    StreamEventSource: _aio.StreamStreamMultiCallable[_eventing_pb2.StreamControl, _eventing_pb2.StreamMessage]  # type: ignore[assignment]
+    """Additive (not in v0.11): runs an event source over a control channel.
+    The client's first message is StreamControl.start; after it the client
+    acknowledges events and may ask the server to drain or stop the source.
+    The server writes events (each with Event.sequence), then one StreamEnd
+    when nothing more follows; the client answers StreamEnd by half-closing,
+    so the server knows every event written has been read before the call
+    ends. The status then ends the call as StartEventSource's does. A server
+    without this method answers UNIMPLEMENTED: the client then falls back to
+    StartEventSource, which stays exactly as v0.11 has it.
+    """
 
 class EventingServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -87,5 +109,22 @@ class EventingServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_eventing_pb2.ValidEventSource, _abc.Awaitable[_eventing_pb2.ValidEventSource]]:
         """Validates an event source without starting it."""
+
+    @_abc_1.abstractmethod
+    def StreamEventSource(
+        self,
+        request_iterator: _MaybeAsyncIterator[_eventing_pb2.StreamControl],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_eventing_pb2.StreamMessage], _abc.AsyncIterator[_eventing_pb2.StreamMessage]]:
+        """Additive (not in v0.11): runs an event source over a control channel.
+        The client's first message is StreamControl.start; after it the client
+        acknowledges events and may ask the server to drain or stop the source.
+        The server writes events (each with Event.sequence), then one StreamEnd
+        when nothing more follows; the client answers StreamEnd by half-closing,
+        so the server knows every event written has been read before the call
+        ends. The status then ends the call as StartEventSource's does. A server
+        without this method answers UNIMPLEMENTED: the client then falls back to
+        StartEventSource, which stays exactly as v0.11 has it.
+        """
 
 def add_EventingServicer_to_server(servicer: EventingServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,29 +1,36 @@
 """The gateway server process: bind, serve Eventing and gRPC health, shut down in stages.
 
 ``GatewayServer.start`` returns only when the port is bound and serving (explicit readiness).
-``stop`` is staged, each stage logged: health goes NOT_SERVING and new streams are refused; running
-streams end with UNAVAILABLE so their clients retry; in-flight RPCs get the grace period; then
-whatever is left is cancelled.
+``stop`` is staged, each stage logged:
+
+1. health goes NOT_SERVING, new streams are refused, and every source is drained: it takes nothing
+   new (a webhook answers 503 with ``Retry-After``) and what it holds is written;
+2. within the grace period each stream ends UNAVAILABLE once its client has read it (the control
+   channel's end handshake), so the client keeps every event and retries the source later;
+3. sources still running then are stopped: what they hold unwritten is refused (a webhook caller gets
+   503, never a 200), and the calls get one more second before gRPC cancels them;
+4. the kind's shared resources (a webhook's ports) close last, so callers see 503 until the exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common import collector
+from common import collector, signals
 from common.kinds import GatewayKind
-from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.rpc import WINDOW_OPTIONS, eventing_pb2, eventing_pb2_grpc
 from common.server.servicer import EventingServicer
 from common.settings import ServerSettings, SettingsError
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = eventing_pb2.DESCRIPTOR.services_by_name["Eventing"].full_name
+HALT_WAIT = 2.0
+"""Seconds stopped sessions get to end their streams once the grace period is over."""
 
 
 class GatewayServer:
@@ -37,6 +44,7 @@ class GatewayServer:
         self.port = 0
         """The bound port, once started."""
         self._server: grpc.aio.Server | None = None
+        self._unhold: Any = None
         self.collector: collector.PacedCollector | None = None
         """The paced garbage collector while serving under the ``paced`` policy."""
 
@@ -51,6 +59,7 @@ class GatewayServer:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_ping_strikes", 0),
+            *WINDOW_OPTIONS,
         ]
         server = grpc.aio.server(options=options)
         eventing_pb2_grpc.add_EventingServicer_to_server(self.servicer, server)
@@ -70,6 +79,7 @@ class GatewayServer:
         self.servicer.reserved_ports = frozenset(reserved - {0, -1})
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._unhold = signals.holding(lambda: (self.servicer.held, "not yet written to a stream"))
         _log.info("Serving the %s gateway on %s:%d.", self.kind.name, self.settings.host, self.port)
         return self.port
 
@@ -79,20 +89,42 @@ class GatewayServer:
             return
         grace = self.settings.grace_period if grace is None else grace
         running = len(self.servicer.running)
-        _log.info("Shutting down: refusing new streams; ending %d running event source(s).", running)
+        _log.info(
+            "Shutting down: refusing new streams; draining %d running event source(s) (grace %.1fs).",
+            running,
+            grace,
+        )
         await self.health.enter_graceful_shutdown()
         self.servicer.shutdown()
         try:
             async with asyncio.timeout(grace):
                 await self.servicer.wait_idle()
         except TimeoutError:
-            _log.error("Event sources still running after %.1fs; cancelling them.", grace)
+            held = self.servicer.held
+            count = self.servicer.halt()
+            _log.error(
+                "%d event source(s) still running after %.1fs; stopping them: %d event(s) not yet "
+                "written are refused (their callers are told to retry).",
+                count,
+                grace,
+                held,
+            )
+            try:
+                async with asyncio.timeout(HALT_WAIT):
+                    await self.servicer.wait_idle()
+            except TimeoutError:
+                _log.error("Streams still open %.1fs after their sources were stopped.", HALT_WAIT)
+        else:
+            if running:
+                _log.info("Every event source has drained.")
         try:
             await self._server.stop(grace=min(1.0, grace))
             self._server = None
             if self.kind.close is not None:
                 await self.kind.close()
         finally:
+            if self._unhold is not None:
+                self._unhold()
             await self._stop_collector()
         _log.info("The %s gateway server has stopped.", self.kind.name)
 
@@ -110,18 +142,3 @@ async def serve(kind: GatewayKind[Any], settings: ServerSettings, stop: asyncio.
         await stop.wait()
     finally:
         await server.stop()
-
-
-def install_signal_handlers(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set ``stop``; a second one forces the process out at once."""
-    loop = asyncio.get_running_loop()
-
-    def handle(signum: int) -> None:
-        if stop.is_set():
-            _log.warning("Second %s: forcing exit.", signal.Signals(signum).name)
-            raise SystemExit(1)
-        _log.info("Received %s; stopping.", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, handle, signum)

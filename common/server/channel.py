@@ -37,6 +37,10 @@ class Channel(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
+    def __len__(self) -> int:
+        """Items buffered now."""
+        return len(self._items)
+
     async def send(self, item: T) -> None:
         """Append ``item``, waiting while the buffer is full; ``ChannelClosed`` once closed."""
         while len(self._items) >= self._size and not self._closed:

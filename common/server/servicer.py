@@ -1,12 +1,20 @@
-"""The Eventing servicer: validates event sources, runs each as a supervised task, streams its events."""
+"""The Eventing servicer: validates event sources, runs each as a supervised session, streams its events.
+
+Two ways to stream a source, one session behind both:
+
+- ``StartEventSource`` (v0.11): events only; the client's one signal is cancelling the call. Written
+  to the stream is all the server can know of an event.
+- ``StreamEventSource`` (ours, additive): the client starts the source with its first message, then
+  acknowledges events and may drain or stop the source. Events carry a sequence and at most the
+  client's window of them are unacknowledged; the server ends with ``StreamEnd`` and waits for the
+  client's half-close, so it knows every event written was read before the call ends.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -14,64 +22,30 @@ import grpc
 from common import tasks
 from common.collector import PacedCollector
 from common.errors import ConfigError
-from common.events import NotWritten, SourceEvent
-from common.kinds import GatewayKind, SourceContext
+from common.kinds import END_CANCELLED, END_LOST, END_SHUTDOWN, GatewayKind, SourceContext
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2, eventing_pb2_grpc
-from common.server.channel import Channel, ChannelClosed
-from common.server.outcome import ShuttingDown, stream_end
+from common.server.channel import Channel
+from common.server.outcome import ShuttingDown
+from common.server.session import MAX_GROUP_EVENTS, Session
+from common.server.window import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, Window
 from common.settings import ServerSettings
 
 _log = logging.getLogger(__name__)
 
-MAX_GROUP_EVENTS = 64
-"""Events sent in one message to a client that reads batches (``EventSource.batches``)."""
-MAX_GROUP_BYTES = 1024 * 1024
-"""Encoded bytes grouped into one message (payloads, extensions and all): a quarter of gRPC's default
-4 MiB receive limit. A larger event travels alone, as it would to any client."""
-
-
-@dataclass(eq=False)
-class _Session:
-    """One running StartEventSource stream."""
-
-    name: str
-    config: Any
-    channel: Channel[SourceEvent]
-    ctx: SourceContext
-    task: asyncio.Task[None] | None = field(default=None)
-    unsent: list[SourceEvent] = field(default_factory=list)
-    """Events taken from the channel but not yet written to the stream."""
-
-
-def _mark_written(event: SourceEvent) -> None:
-    if event.written is not None and not event.written.done():
-        event.written.set_result(None)
-
-
-def _fail_unwritten(events: list[SourceEvent]) -> None:
-    for event in events:
-        if event.written is not None and not event.written.done():
-            event.written.set_exception(
-                NotWritten("the event source's stream ended before the event was sent")
-            )
-
-
-def group_end(messages: list[eventing_pb2.Event], start: int, limit: int) -> int:
-    """Where the group of messages sent as one, from ``start``, ends (at least one message)."""
-    end, size = start + 1, messages[start].ByteSize()
-    while end < len(messages) and end - start < limit:
-        size += messages[end].ByteSize()
-        if size > MAX_GROUP_BYTES:
-            break
-        end += 1
-    return end
+STOP_REASONS = {
+    eventing_pb2.STOP_REASON_REMOVED: "removed",
+    eventing_pb2.STOP_REASON_CHANGED: "changed",
+    eventing_pb2.STOP_REASON_SHUTDOWN: END_SHUTDOWN,
+}
+"""``StopReason`` values as ``SourceContext.end`` values; an unknown reason counts as a shutdown (the
+source is expected back), the safer guess for a caller."""
 
 
 class _ConfigView(Mapping[str, Any]):
     """The running sessions' configs by name, without copying them."""
 
-    def __init__(self, sessions: dict[str, _Session]) -> None:
+    def __init__(self, sessions: dict[str, Session]) -> None:
         self._sessions = sessions
 
     def __getitem__(self, name: str) -> Any:
@@ -85,13 +59,13 @@ class _ConfigView(Mapping[str, Any]):
 
 
 class EventingServicer(eventing_pb2_grpc.EventingServicer):
-    """Serves one gateway kind's event sources over the v0.11 Eventing service."""
+    """Serves one gateway kind's event sources over the Eventing service."""
 
     def __init__(self, kind: GatewayKind[Any], settings: ServerSettings) -> None:
         self._kind = kind
         self._settings = settings
-        self._sessions: set[_Session] = set()
-        self._configs: dict[str, _Session] = {}
+        self._sessions: set[Session] = set()
+        self._configs: dict[str, Session] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -105,6 +79,11 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
     def running(self) -> Mapping[str, Any]:
         """The configs of the sources being streamed now, by name (a live, read-only view)."""
         return _ConfigView(self._configs)
+
+    @property
+    def held(self) -> int:
+        """Events sources have handed over that no stream has written yet."""
+        return sum(session.held for session in self._sessions)
 
     async def wait_idle(self) -> None:
         """Return once no source is running (every stream has ended and its task has stopped)."""
@@ -134,6 +113,55 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
     async def StartEventSource(
         self, request: eventing_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[eventing_pb2.Event]:
+        session = await self._open(request, context, window=None)
+        cancelled = True
+        try:
+            async for message in session.frames(MAX_GROUP_EVENTS if request.batches else 1):
+                yield message
+            cancelled = False
+        finally:
+            await self._close(session, END_CANCELLED if cancelled else "")
+        self._finish(session, context)
+
+    async def StreamEventSource(
+        self,
+        requests: AsyncIterator[eventing_pb2.StreamControl],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[eventing_pb2.StreamMessage]:
+        first = await anext(aiter(requests), None)
+        if first is None or first.WhichOneof("control") != "start":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must carry start")
+        start = first.start
+        window = Window(
+            start.max_unacked_events or DEFAULT_MAX_EVENTS, start.max_unacked_bytes or DEFAULT_MAX_BYTES
+        )
+        session = await self._open(start.source, context, window=window)
+        controls = tasks.start(
+            self._controls(requests, session), name=f"controls of event source {session.name!r}"
+        )
+        ended = False
+        try:
+            limit = MAX_GROUP_EVENTS if start.source.batches else 1
+            async for message in session.frames(limit):
+                yield eventing_pb2.StreamMessage(event=message)
+            window.close()
+            end = session.end()
+            yield eventing_pb2.StreamMessage(end=eventing_pb2.StreamEnd(reason=end.details))
+            ended = True
+            await self._half_closed(controls, session)
+        finally:
+            await tasks.stop(controls, timeout=1.0, logger=session.log)
+            await self._close(session, "" if ended else END_LOST)
+        self._finish(session, context)
+
+    async def _open(
+        self,
+        request: eventing_pb2.EventSource,
+        context: grpc.aio.ServicerContext[Any, Any],
+        *,
+        window: Window | None,
+    ) -> Session:
+        """Admit ``request`` and start its session; the call is aborted when it cannot start."""
         name = request.name
         log = SourceLogger(_log, name)
         if self._stopping:
@@ -144,8 +172,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             log.warning("Refusing to start an invalid event source: %s", exc.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         ctx = SourceContext(name=name, id=request.id, logger=SourceLogger(self._source_log, name))
-        session = _Session(name, config, Channel(self._settings.stream_buffer), ctx)
-        session.task = tasks.start(self._pump(ctx, session), name=f"event source {name!r}", logger=log)
+        session = Session(name, config, Channel(self._settings.stream_buffer), ctx, log, window)
+        session.start(self._kind)
         self._sessions.add(session)
         self._configs[name] = session
         self._idle.clear()
@@ -156,89 +184,79 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         # types-grpcio declares the callback as a concrete class, which no function matches.
         context.add_done_callback(lambda _: self._rpc_done(session))  # type: ignore[arg-type]
         log.info("Event source started.")
-        cancelled = True
-        group_limit = MAX_GROUP_EVENTS if request.batches else 1
-        try:
-            while (batch := await session.channel.receive()) is not None:
-                session.unsent = batch
-                messages = [event.to_proto(name) for event in batch]
-                start = 0
-                while start < len(batch):
-                    stop = group_end(messages, start, group_limit)
-                    if stop - start == 1:
-                        yield messages[start]
-                    else:
-                        yield eventing_pb2.Event(batch=messages[start:stop])
-                    for event in batch[start:stop]:
-                        _mark_written(event)
-                    start = stop
-                    session.unsent = batch[stop:]
-            cancelled = False
-        finally:
-            await self._end_session(session, log, cancelled)
-        end = stream_end(session.channel.outcome)
-        log.info("Event source ended: %s (%s).", end.details, end.code.name)
+        return session
+
+    async def _controls(self, requests: AsyncIterator[eventing_pb2.StreamControl], session: Session) -> None:
+        """Apply the client's controls until it half-closes; a half-close before the end stops the
+        source (no acknowledgement can follow it)."""
+        window = session.window
+        assert window is not None
+        async for control in requests:
+            kind = control.WhichOneof("control")
+            if kind == "ack":
+                window.release(control.ack.sequences)
+            elif kind == "drain":
+                reason = STOP_REASONS.get(control.drain.reason, END_SHUTDOWN)
+                session.log.info("The client asks to drain the event source (%s).", reason)
+                session.drain(reason)
+            elif kind == "stop":
+                reason = STOP_REASONS.get(control.stop.reason, END_SHUTDOWN)
+                session.log.info("The client asks to stop the event source (%s).", reason)
+                session.stop(reason)
+            elif kind == "start":
+                session.log.warning("Ignoring a second start on a running stream.")
+            # else: a control this server does not know (a newer client); ignored
+        if not session.halted and not (session.window is not None and session.window.closed):
+            session.log.warning("The client half-closed before the stream ended; stopping the source.")
+            session.stop(END_SHUTDOWN)
+
+    async def _half_closed(self, controls: asyncio.Task[None], session: Session) -> None:
+        """Wait for the client to half-close after ``StreamEnd``: then it has read every event."""
+        done, _ = await asyncio.wait({controls}, timeout=self._settings.end_timeout)
+        if not done:
+            session.log.warning(
+                "The client did not confirm the end of the stream within %.1fs.", self._settings.end_timeout
+            )
+
+    async def _close(self, session: Session, end: str) -> None:
+        if end:
+            if end == END_CANCELLED:
+                session.log.info("The client cancelled the stream; stopping the event source.")
+            else:
+                session.log.warning("The stream broke before it ended; stopping the event source.")
+            session.ctx.end.value = session.ctx.end.value or end
+        await session.close(self._settings.stop_timeout)
+        if self._forget(session):
+            session.log.info("Event source stopped.")
+
+    def _finish(self, session: Session, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        end = session.end()
+        session.log.info("Event source ended: %s (%s).", end.details, end.code.name)
         if end.code is not grpc.StatusCode.OK:
             context.set_code(end.code)
             context.set_details(end.details)
 
-    async def _pump(self, ctx: SourceContext, session: _Session) -> None:
-        """Run the source, handing each event to the stream; close the channel with how it ended."""
-        outcome: BaseException | None = None
-        try:
-            async with contextlib.aclosing(self._kind.run(ctx, session.config)) as events:
-                async for event in events:
-                    try:
-                        await session.channel.send(event)
-                    except BaseException:
-                        _fail_unwritten([event])  # cancelled while waiting for room: never sent
-                        raise
-        except ChannelClosed:
-            outcome = None  # the stream ended first; the source had nothing more to say
-        except asyncio.CancelledError:
-            outcome = ShuttingDown() if self._stopping else None
-            raise
-        except Exception as exc:
-            outcome = exc
-            raise
-        finally:
-            session.channel.close(outcome)
-
-    async def _end_session(self, session: _Session, log: SourceLogger, cancelled: bool) -> None:
-        if cancelled:
-            log.info("The client cancelled the stream; stopping the event source.")
-            session.ctx.end.value = session.ctx.end.value or "cancelled"
-        session.channel.close(None)
-        if session.task is not None:
-            await tasks.stop(
-                session.task, timeout=self._settings.stop_timeout, logger=log, reason="stream ended"
-            )
-        _fail_unwritten([*session.unsent, *session.channel.drain()])
-        if self._forget(session):
-            log.info("Event source stopped.")
-
-    def _rpc_done(self, session: _Session) -> None:
+    def _rpc_done(self, session: Session) -> None:
         """The RPC has ended; stop a session whose generator was never closed (once its task is done)."""
         if session not in self._sessions:
             return
-        session.ctx.end.value = session.ctx.end.value or "cancelled"
-        session.channel.close(None)
+        lost = END_LOST if session.window is not None else END_CANCELLED
+        session.ctx.end.value = session.ctx.end.value or lost
+        session.stop(session.ctx.end.value)
         task = session.task
         if task is None or task.done():
             self._settle_ended(session)
             return
         task.add_done_callback(lambda _: self._settle_ended(session))
-        task.cancel("the stream has ended")
 
-    def _settle_ended(self, session: _Session) -> None:
+    def _settle_ended(self, session: Session) -> None:
         task = session.task
         if task is not None and task.done() and not task.cancelled():
             task.exception()  # logged by the task's guard already; retrieved here so asyncio does not warn
-        _fail_unwritten([*session.unsent, *session.channel.drain()])
         if self._forget(session):
-            SourceLogger(_log, session.name).info("Event source stopped with its stream.")
+            session.log.info("Event source stopped with its stream.")
 
-    def _forget(self, session: _Session) -> bool:
+    def _forget(self, session: Session) -> bool:
         """Drop a session from the running set; False if it was gone already."""
         if session not in self._sessions:
             return False
@@ -252,10 +270,16 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         return True
 
     def shutdown(self) -> None:
-        """Refuse new streams; end every running one with UNAVAILABLE, so its client retries."""
+        """Refuse new streams; drain every running one: sources take nothing new (a webhook answers
+        503), what they hold is written, and each stream ends UNAVAILABLE, so its client retries."""
         self._stopping = True
         for session in list(self._sessions):
-            session.ctx.end.value = "shutdown"
-            session.channel.close(ShuttingDown())
-            if session.task is not None:
-                session.task.cancel("gateway server is shutting down")
+            session.server_stopping = True
+            session.drain(END_SHUTDOWN)
+
+    def halt(self) -> int:
+        """Stop every session still running (the grace period is over); how many there were."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.stop(END_SHUTDOWN)
+        return len(sessions)

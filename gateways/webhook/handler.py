@@ -2,7 +2,7 @@
 
     1. path          404  no source serves this path on this port
     2. method        405  with ``Allow``: the path is served, not with this method
-       (route)       503  with ``Retry-After``: the source's stream broke; it is being restarted
+       (route)       503  with ``Retry-After``: the source is stopping, restarting, or its stream broke
     3. rate limit    429  with ``Retry-After``
     4. declared size 413  ``Content-Length`` over ``maxBodyBytes``; 431 for over 256 KiB of headers
     5. auth          401  with ``WWW-Authenticate`` (no bearer token); 403 (a wrong one)
@@ -86,7 +86,7 @@ class PortHandler:
             allow = ", ".join(sorted(methods))
             return reply(405, f"{request.path} takes {allow}", headers={"Allow": allow})
         if not route.available:
-            return unavailable("the event source's stream is broken; retry shortly")
+            return unavailable("the event source is not taking events now; retry shortly")
         refused = self._before_body(request, route)
         if refused is not None:
             return refused

@@ -49,6 +49,11 @@ class Route:
         limiter = TokenBucket(limit.per_second, limit.burst) if limit is not None else None
         return cls(source, config, credentials, logger, limiter)
 
+    def stop_taking(self) -> None:
+        """Take no new events (503 with ``Retry-After``); those already on the channel still go."""
+        self.available = False
+        self.channel.close()
+
     def close(self, outcome: BaseException | None = None) -> None:
         """Take no more events; the ones still waiting are failed, so their callers get 503."""
         self.channel.close(outcome)

@@ -4,11 +4,12 @@ aiohttp's router is frozen once a server starts, so each port has one catch-all 
 routes up in a dict this module changes while the server runs:
 
 - a source's start adds its route (binding the port if it is the first route there);
-- a clean stop (the client ended the stream: ``SourceContext.end`` is ``cancelled``) removes it at
-  once: 404 from then on;
-- an abnormal end (the server shutting down, the source failing) leaves the route answering 503 with
-  ``Retry-After`` for ``grace`` seconds, so callers retry rather than conclude the endpoint is gone; a
-  source that starts again on the route (the client restarts failed sources) takes it over;
+- a source the client removed (``SourceContext.end`` is ``removed``, or ``cancelled`` by a v0.11
+  client) loses its route at once: 404 from then on;
+- any other end (a change or a restart, the client or the server stopping, a client that was lost,
+  the source failing) leaves the route answering 503 with ``Retry-After`` for ``grace`` seconds, so
+  callers retry rather than conclude the endpoint is gone; a source that starts again on the route
+  (the client restarts sources) takes it over;
 - when a port's last route goes, its server closes and the port is released.
 
 v0.11 keyed routes by path alone, never removed them and never closed a port; this keys by
@@ -27,6 +28,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from common import tasks
 from common.errors import SourceUnavailable
+from common.kinds import GONE_AT_ONCE
 from gateways.webhook.config import TlsFiles, WebhookConfig
 from gateways.webhook.handler import PortHandler
 from gateways.webhook.route import Logger, Route
@@ -166,6 +168,7 @@ class Router:
                 self._ports[config.port] = server
                 _log.info("Listening for webhooks on port %d%s.", config.port, " (TLS)" if config.tls else "")
             previous = server.add(route)
+            self._forget_leftovers(route)
         if previous is not None and previous.available and previous.source != source:
             logger.warning(
                 "Taking %s over from event source %r, which is stopping.", config.route, previous.source
@@ -175,14 +178,29 @@ class Router:
         logger.info("Serving %s.", config.route)
         return route
 
+    def _forget_leftovers(self, route: Route) -> None:
+        """The source is back with (perhaps) another route: the ones its last run left answering 503
+        go now (404), as its new config does not serve them."""
+        for server in list(self._ports.values()):
+            for old in list(server.all()):
+                if old.source == route.source and old is not route and not old.available:
+                    old.close()
+                    server.remove(old)
+                    old.logger.info(
+                        "No longer serving %s: the event source now serves %s.",
+                        old.config.route,
+                        route.config.route,
+                    )
+                    self._close_if_empty(server)
+
     def release(self, route: Route, end: str) -> None:
-        """``route``'s source has ended: ``end`` is ``cancelled`` for a clean stop (404 from now on);
-        otherwise the route answers 503 for ``grace`` seconds first."""
+        """``route``'s source has ended: after ``removed`` or ``cancelled`` the route goes (404 from now
+        on); otherwise it answers 503 for ``grace`` seconds first."""
         route.close()
         server = self._ports.get(route.config.port)
         if server is None or server.get(route.config) is not route:
             return
-        if end == "cancelled" or self.grace <= 0:
+        if end in GONE_AT_ONCE or self.grace <= 0:
             server.remove(route)
             route.logger.info("No longer serving %s.", route.config.route)
             self._close_if_empty(server)

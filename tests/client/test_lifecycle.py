@@ -98,7 +98,9 @@ async def test_events_read_but_not_yet_queued_when_a_source_stops_are_counted_as
 
     dropped, received = count("gateway_events_dropped_total"), count("gateway_events_received_total")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        lifecycle = Lifecycle(eventing_stub(channel), StatusBoard(), stuck_sink, backoff=Backoff(0.01, 1, 0))
+        lifecycle = Lifecycle(
+            eventing_stub(channel), StatusBoard(), stuck_sink, backoff=Backoff(0.01, 1, 0), drain_timeout=0.2
+        )
         await lifecycle.apply([spec("stuck", "count: 40\nburst: true")])
         await first.wait()
         await lifecycle.apply([])  # the source is removed while its sink is stuck mid-batch

@@ -6,18 +6,22 @@
     └── PermanentDeliveryError    retrying cannot help; ``reason`` is ``rejected`` (a 4xx) or
                                   ``too_large`` (over the broker's max payload)
 
-A transport's ``send(batch)`` raises these with ``accepted``: how many messages at the head of the
-batch the subscriber took before the failure. For a permanent error the message at index
+A transport's ``send(batch, progress)`` calls ``progress(n)`` as the subscriber takes messages (the
+first ``n`` of the batch are accepted), and raises these with ``accepted``: how many messages at the
+head of the batch the subscriber took before the failure. For a permanent error the message at index
 ``accepted`` is the one refused; the messages after it were not attempted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from common.errors import GatewayError
 
 PermanentReason = Literal["rejected", "too_large"]
+Progress = Callable[[int], None]
+"""Told, as a send goes on, how many messages at the head of its batch the subscriber has accepted."""
 
 
 class DeliveryError(GatewayError):

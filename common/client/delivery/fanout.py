@@ -29,6 +29,8 @@ class Fanout:
 
     async def publish(self, received: ReceivedEvent, encode: Encoder) -> None:
         """Encode ``received`` once per distinct format and queue it on every subscriber."""
+        if received.receipt is not None:
+            received.receipt.expect(len(self.subscribers))
         messages = {fmt: encode(received, fmt) for fmt in self._formats}
         if len(self.subscribers) == 1:  # the common case: no task per event for a gather of one
             subscriber = self.subscribers[0]

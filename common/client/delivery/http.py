@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from common.client.delivery.errors import PermanentDeliveryError, RetryableDeliveryError
+from common.client.delivery.errors import PermanentDeliveryError, Progress, RetryableDeliveryError
 from common.client.delivery.settings import DeliverySettings
 from common.client.model import Message
 from common.client.subscribers import SubscriberSpec
@@ -37,8 +37,9 @@ class HttpTransport:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._reachable = False
-        self.max_batch = settings.queue_size
-        """HTTP takes everything queued: each message is its own request anyway."""
+        self.max_batch = 1
+        """One message per send: each is its own request anyway, and a lane that is told to stop
+        stops between two requests, so each event's outcome is known."""
 
     @property
     def connected(self) -> bool:
@@ -55,10 +56,12 @@ class HttpTransport:
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
             self._reachable = True
 
-    async def send(self, batch: Sequence[Message]) -> None:
-        """POST each message in order; on a failure, the error's ``accepted`` counts those taken."""
+    async def send(self, batch: Sequence[Message], progress: Progress) -> None:
+        """POST each message in order, telling ``progress`` after each; on a failure, the error's
+        ``accepted`` counts those taken."""
         for index, message in enumerate(batch):
             await self._post(message, accepted=index)
+            progress(index + 1)
 
     async def close(self) -> None:
         """Close the session and its pooled connections."""

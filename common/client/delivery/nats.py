@@ -26,7 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client
 
 from common import tasks
-from common.client.delivery.errors import PermanentDeliveryError, RetryableDeliveryError
+from common.client.delivery.errors import PermanentDeliveryError, Progress, RetryableDeliveryError
 from common.client.delivery.settings import DeliverySettings
 from common.client.model import Message
 from common.client.subscribers import SubscriberSpec, subject_for
@@ -69,13 +69,15 @@ class NatsTransport:
             self._nc = Client()  # a failed or closed client is not reused
         self._connecting = tasks.start(self._connect(), name=f"connect to {self._spec.display}", logger=_log)
 
-    async def send(self, batch: Sequence[Message]) -> None:
-        """Publish ``batch`` in order: all accepted, or a delivery error saying how many were."""
+    async def send(self, batch: Sequence[Message], progress: Progress) -> None:
+        """Publish ``batch`` in order: all accepted, or a delivery error saying how many were;
+        ``progress`` hears of each message the server has taken (JetStream: each ack; core: the flush)."""
         await self._ready()
         if self.name == "jetstream":
-            await self._send_jetstream(batch)
+            await self._send_jetstream(batch, progress)
         else:
             await self._send_core(batch)
+            progress(len(batch))
 
     async def close(self) -> None:
         """Stop connecting, then close the connection (pending data is flushed by nats-py)."""
@@ -137,7 +139,7 @@ class NatsTransport:
         except _FAULTS as exc:
             raise RetryableDeliveryError(self._spec.display, f"flush failed: {_describe(exc)}") from exc
 
-    async def _send_jetstream(self, batch: Sequence[Message]) -> None:
+    async def _send_jetstream(self, batch: Sequence[Message], progress: Progress) -> None:
         js = self._nc.jetstream(timeout=self._settings.request_timeout)
         display = self._spec.display
         for index, message in enumerate(batch):
@@ -162,6 +164,7 @@ class NatsTransport:
                 raise RetryableDeliveryError(
                     display, f"publish failed: {_describe(exc)}", accepted=index
                 ) from exc
+            progress(index + 1)
 
     def _check_size(
         self, message: Message, headers: Mapping[str, str], *, accepted: int

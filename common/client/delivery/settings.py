@@ -37,6 +37,10 @@ class DeliverySettings:
     retry_after_cap: float = 60.0
     """Most seconds a subscriber's ``Retry-After`` may hold delivery back. A minute respects a server
     asking for a pause without letting a bad header park a lane for hours."""
+    stop_wait: float = 2.0
+    """Seconds a delivery under way when a lane stops (its grace is over) gets to finish, so the
+    event counts once, as delivered or as dropped. Past it the request is abandoned and the event
+    counted as dropped (``shutdown``), though the subscriber may still have taken it."""
     nats_batch: int = 256
     """Most events published per NATS flush or JetStream round. Big enough to amortise the round trip,
     small enough that one failed flush resends little."""
@@ -50,7 +54,7 @@ class DeliverySettings:
             problems["queue_size"] = f"must be at least 1, got {self.queue_size}"
         if self.when_full not in ("block", "drop"):
             problems["when_full"] = f"must be block or drop, got {self.when_full!r}"
-        for name in ("request_timeout", "retry_after_cap", "nats_reconnect_wait"):
+        for name in ("request_timeout", "retry_after_cap", "nats_reconnect_wait", "stop_wait"):
             if getattr(self, name) <= 0:
                 problems[name] = f"must be more than 0 seconds, got {getattr(self, name)}"
         if self.nats_batch < 1:

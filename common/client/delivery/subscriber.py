@@ -4,10 +4,19 @@ A lane's worker takes everything queued (up to the transport's batch size), send
 retryable error sends the same messages again after a backoff delay: the head of the line waits, so
 the order of one source's events is never broken. A subscriber with ``inflight=N`` gives each lane N
 workers taking one message at a time: N deliveries at once, each retried on its own, order given up.
-A transport reports partial progress through the error's ``accepted``: those messages count as
-delivered and are never resent; after a permanent error the message at that index is dropped
-(counted and logged with its event id) and the rest go on. Sources do not wait for each other: each
-has its own lane.
+A transport reports progress as it goes (and through an error's ``accepted``): each message counts
+as delivered the moment the subscriber has taken it, and is never resent; after a permanent error the
+message at that index is dropped (counted and logged with its event id) and the rest go on. Sources
+do not wait for each other: each has its own lane.
+
+Every message carries its event's receipt: settled when the subscriber accepted it or it was given up
+by policy, abandoned when a shutdown cut it off. With ``when_full: drop`` the receipt is settled as
+soon as the message is queued (or dropped for a full queue), so one slow subscriber never holds the
+source's window: a caller's answer then means "written to the stream", not "delivered".
+
+A lane is stopped in stages: its workers take nothing new, one in the middle of a delivery gets
+``stop_wait`` to finish it (so its outcome is known: delivered or dropped, counted once), then what is
+left is dropped as ``shutdown``.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Protocol, TypedDict
 from prometheus_client import Counter as PromCounter
 
 from common import retry, tasks
-from common.client.delivery.errors import PermanentDeliveryError, RetryableDeliveryError
+from common.client.delivery.errors import PermanentDeliveryError, Progress, RetryableDeliveryError
 from common.client.delivery.http import HttpTransport
 from common.client.delivery.nats import NatsTransport
 from common.client.delivery.settings import DeliverySettings
@@ -56,9 +65,9 @@ class Transport(Protocol):
     async def connect(self) -> None:
         """Prepare to send; never waits long for a peer that is down (sends retry until it is up)."""
 
-    async def send(self, batch: Sequence[Message]) -> None:
+    async def send(self, batch: Sequence[Message], progress: Progress) -> None:
         """Deliver ``batch`` in order, all of it, or raise an error whose ``accepted`` counts the head
-        of the batch the subscriber took (never to be resent)."""
+        of the batch the subscriber took (never to be resent); ``progress`` hears of it as it goes."""
 
     async def close(self) -> None:
         """Release connections; idempotent."""
@@ -93,7 +102,11 @@ class _Lane:
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     flights: list[list[Message]] = field(default_factory=list)
     """Per worker, the messages it has taken but not yet settled, oldest first."""
+    busy: list[bool] = field(default_factory=list)
+    """Per worker, whether it is delivering (not waiting for a message)."""
     closed: bool = False
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the lane is stopped: wakes workers out of a retry delay."""
 
     @property
     def in_flight(self) -> int:
@@ -123,6 +136,8 @@ class Subscriber:
         self._dropped: Counter[str] = Counter()
         self._depth = QUEUE_DEPTH.labels(subscriber=spec.display)
         self._latency = DELIVERY_LATENCY.labels(subscriber=spec.display)
+        self._early = settings.when_full == "drop"
+        """Receipts are settled at queueing (``drop``), not at delivery."""
 
     @property
     def display(self) -> str:
@@ -143,11 +158,13 @@ class Subscriber:
             self._drop(lane, [message], "shutdown", "the subscriber is closing", queued=False)
             return
         lane = self._lane(message.source)
-        if lane.queue.full() and self._settings.when_full == "drop":
+        if lane.queue.full() and self._early:
             self._drop(lane, [message], "queue_full", "its queue is full", queued=False)
             return
         await lane.queue.put(message)
         self._depth.inc()
+        if self._early and message.receipt is not None:
+            message.receipt.settle()
         if lane.closed:  # the lane was stopped while this put waited for room
             self._discard(lane)
 
@@ -195,31 +212,35 @@ class Subscriber:
                 for index in range(self.spec.inflight):
                     flight: list[Message] = []
                     lane.flights.append(flight)
+                    lane.busy.append(False)
                     worker = f"{name} #{index + 1}" if self.spec.inflight > 1 else name
-                    task = tasks.start(self._work(lane, flight), name=worker, logger=lane.log, eternal=True)
+                    task = tasks.start(self._work(lane, index, flight), name=worker, logger=lane.log)
                     lane.workers.append(task)
         return lane
 
-    async def _work(self, lane: _Lane, flight: list[Message]) -> None:
+    async def _work(self, lane: _Lane, index: int, flight: list[Message]) -> None:
         limit = self._transport.max_batch if self.spec.inflight == 1 else 1
-        while True:
+        while not lane.closed:
             batch = [await lane.queue.get()]
+            lane.busy[index] = True
             while len(batch) < limit and not lane.queue.empty():
                 batch.append(lane.queue.get_nowait())
             try:
                 await self._deliver(lane, flight, batch)
             finally:
+                lane.busy[index] = False
                 for _ in range(len(batch)):
                     lane.queue.task_done()
 
     async def _deliver(self, lane: _Lane, flight: list[Message], batch: list[Message]) -> None:
-        """Send ``batch`` until every message is delivered or dropped, retrying the unsent head."""
+        """Send ``batch`` until every message is delivered or dropped, retrying the unsent head; a
+        stopped lane makes no new attempt (what is left is the stop's to drop)."""
         what = f"deliver {lane.source!r} -> {self.display}"
         backoff = self._settings.retry
         total = str(backoff.steps) if backoff.steps else "inf"
         flight[:] = batch  # settling and dropping shrink the flight; ``batch`` stays whole
         delays, attempt = backoff.delays(), 0
-        while flight:
+        while flight and not lane.closed:
             attempt += 1
             error = await self._attempt(lane, flight, what, attempt)
             if error is None:  # all delivered, or one refused and dropped: the rest start afresh
@@ -246,32 +267,42 @@ class Subscriber:
                 delay,
                 error.detail,
             )
-            await retry.sleep(delay)
+            await retry.sleep(delay, lane.stopping)
 
     async def _attempt(
         self, lane: _Lane, flight: list[Message], what: str, attempt: int
     ) -> RetryableDeliveryError | None:
-        """Send the in-flight messages once and settle what the outcome says; the error to retry on."""
+        """Send the in-flight messages once, settling each as the subscriber takes it; the error to
+        retry on."""
+        sending = list(flight)
+        taken = 0
+
+        def progress(count: int) -> None:
+            nonlocal taken
+            if count > taken:
+                self._settle(lane, flight, count - taken)
+                taken = count
+
         try:
-            await self._transport.send(flight)
+            await self._transport.send(sending, progress)
         except RetryableDeliveryError as exc:
             error = exc
         except PermanentDeliveryError as exc:
-            self._settle(lane, flight, exc.accepted)
+            progress(exc.accepted)
             self._last_error = exc.detail
             self._drop(lane, flight[:1], exc.reason, exc.detail)
             del flight[:1]
             return None
         except Exception as exc:  # untranslated: a transport bug, but retrying beats a dead lane
             lane.log.exception("%s: the transport raised an unexpected error.", what)
-            error = RetryableDeliveryError(self.display, f"unexpected error: {exc!r}")
+            error = RetryableDeliveryError(self.display, f"unexpected error: {exc!r}", accepted=taken)
         else:
-            self._settle(lane, flight, len(flight))
+            progress(len(sending))
             self._last_error = None
             if attempt > 1:
                 lane.log.info("%s: attempt #%d succeeded.", what, attempt)
             return None
-        self._settle(lane, flight, error.accepted)
+        progress(error.accepted)
         self._last_error = error.detail
         return error
 
@@ -282,9 +313,12 @@ class Subscriber:
         done = flight[:count]
         del flight[:count]
         now = time.monotonic()
+        early = self._early
         for message in done:
             if message.received_at > 0:
                 self._latency.observe(max(now - message.received_at, 0.0))
+            if not early and message.receipt is not None:
+                message.receipt.settle()
         lane.delivered.inc(count)
         self._delivered += count
         self._depth.dec(count)
@@ -300,6 +334,14 @@ class Subscriber:
         self._dropped[reason] += count
         if queued:
             self._depth.dec(count)
+        if not queued or not self._early:
+            for message in messages:
+                if message.receipt is None:
+                    continue
+                if reason == "shutdown":
+                    message.receipt.abandon()
+                else:
+                    message.receipt.settle()
         ids = ", ".join(m.event_id for m in messages[:10]) + (f" and {count - 10} more" if count > 10 else "")
         level = logging.WARNING if reason in ("shutdown", "queue_full") else logging.ERROR
         lane.log.log(level, "Dropped %d event(s) for %s (%s: %s): %s", count, self.display, reason, why, ids)
@@ -314,7 +356,16 @@ class Subscriber:
             _log.warning("%s: %d events still undelivered after %.1fs.", self.display, waiting, grace)
 
     async def _stop(self, lane: _Lane) -> None:
+        """Stop ``lane`` in stages: nothing new is taken; a delivery under way gets ``stop_wait`` to
+        finish; then the workers are cancelled and what is left is dropped as ``shutdown``."""
         lane.closed = True
+        lane.stopping.set()
+        idle = [w for w, busy in zip(lane.workers, lane.busy, strict=True) if not busy]
+        for worker in idle:
+            worker.cancel("the lane is stopping")
+        busy = [w for w, busy in zip(lane.workers, lane.busy, strict=True) if busy]
+        if busy:
+            await asyncio.wait(busy, timeout=self._settings.stop_wait)
         timeout = self._settings.request_timeout
         # All at once: a worker still running would take the next queued message while another stops.
         await asyncio.gather(*(tasks.stop(w, timeout=timeout, logger=lane.log) for w in lane.workers))

@@ -1,0 +1,189 @@
+"""One attempt at streaming a source from the server: the control channel when the server has it,
+else v0.11's ``StartEventSource``.
+
+Over the control channel (``StreamEventSource``) the client acknowledges each event once every
+subscriber is done with it (a receipt's ``on_done``), and can drain or stop the source: the server
+then writes what it holds, sends ``StreamEnd``, and the client half-closes to confirm it has read
+everything. Acknowledgements are coalesced: while one write is on the wire the next ones gather, so a
+busy stream costs one small message per delivered batch, not per event.
+
+Over ``StartEventSource`` there is no acknowledgement and no drain: the client's one signal is
+cancelling the call, which throws away what is in flight (the gRPC windows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import grpc
+
+from common import tasks
+from common.logs import SourceLogger
+from common.rpc import eventing_pb2
+
+if TYPE_CHECKING:
+    from common.rpc.eventing_pb2_grpc import EventingAsyncStub
+
+REASONS: dict[str, eventing_pb2.StopReason.ValueType] = {
+    "removed": eventing_pb2.STOP_REASON_REMOVED,
+    "changed": eventing_pb2.STOP_REASON_CHANGED,
+    "shutdown": eventing_pb2.STOP_REASON_SHUTDOWN,
+}
+
+
+@dataclass(frozen=True)
+class UnackedBound:
+    """The most of one source's events the client may hold unacknowledged (see ``StreamStart``)."""
+
+    events: int = 1000
+    """Events between "written to the stream" (a webhook caller answered) and "every subscriber is
+    done with it": the client's queues, its requests in flight and the gRPC windows, together."""
+    bytes: int = 4 * 1024 * 1024
+    """The same bound in encoded bytes."""
+
+
+class PlainStream:
+    """``StartEventSource``: events only."""
+
+    controlled = False
+
+    def __init__(self, stub: EventingAsyncStub, request: eventing_pb2.EventSource) -> None:
+        self._call = stub.StartEventSource(request)
+
+    async def open(self) -> None:
+        return None
+
+    def messages(self) -> AsyncIterator[eventing_pb2.Event]:
+        return aiter(self._call)
+
+    def acknowledge(self, sequence: int) -> None:
+        return None
+
+    def drain(self, reason: str) -> None:
+        return None
+
+    def stop(self, reason: str) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._call.cancel()  # an abandoned aio call is never collected, so never cancelled (grpc#43462)
+
+
+class ControlledStream:
+    """``StreamEventSource``: start, read, acknowledge, drain or stop, confirm the end."""
+
+    controlled = True
+
+    def __init__(
+        self,
+        stub: EventingAsyncStub,
+        request: eventing_pb2.EventSource,
+        bound: UnackedBound,
+        log: SourceLogger,
+    ) -> None:
+        self._call = stub.StreamEventSource()
+        self._start = eventing_pb2.StreamControl(
+            start=eventing_pb2.StreamStart(
+                source=request, max_unacked_events=bound.events, max_unacked_bytes=bound.bytes
+            )
+        )
+        self._log = log
+        self._acks: list[int] = []
+        self._controls: list[eventing_pb2.StreamControl] = []
+        self._wake = asyncio.Event()
+        self._ended = False
+        self._writer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Send the start; a server without this method answers UNIMPLEMENTED (at the first read)."""
+        await self._call.write(self._start)
+        self._writer = tasks.start(self._write(), name=f"controls of event source {self._log.source!r}")
+
+    async def messages(self) -> AsyncIterator[eventing_pb2.Event]:
+        """The events until ``StreamEnd``; then the end is confirmed and the status read (a fault
+        raises ``AioRpcError``, as on ``StartEventSource``)."""
+        while True:
+            read = await self._call.read()
+            if read is grpc.aio.EOF:
+                break
+            message = cast(eventing_pb2.StreamMessage, read)
+            if message.HasField("event"):
+                yield message.event
+            elif message.HasField("end"):
+                self._log.debug("The server ends the stream: %s.", message.end.reason)
+                await self._confirm_end()
+            # else: a message this client does not know (a newer server); ignored
+        code = await self._call.code()
+        if code is not grpc.StatusCode.OK:
+            raise grpc.aio.AioRpcError(
+                code,
+                await self._call.initial_metadata(),
+                await self._call.trailing_metadata(),
+                await self._call.details(),
+            )
+
+    def acknowledge(self, sequence: int) -> None:
+        if not self._ended:
+            self._acks.append(sequence)
+            self._wake.set()
+
+    def drain(self, reason: str) -> None:
+        """Ask the server to finish the source: nothing new, what it holds still comes."""
+        self._send(
+            eventing_pb2.StreamControl(
+                drain=eventing_pb2.Drain(reason=REASONS.get(reason, eventing_pb2.STOP_REASON_UNSPECIFIED))
+            )
+        )
+
+    def stop(self, reason: str) -> None:
+        """Ask the server to stop the source now; what it has written still comes."""
+        self._send(
+            eventing_pb2.StreamControl(
+                stop=eventing_pb2.Stop(reason=REASONS.get(reason, eventing_pb2.STOP_REASON_UNSPECIFIED))
+            )
+        )
+
+    async def close(self) -> None:
+        self._ended = True
+        if self._writer is not None:
+            await tasks.stop(self._writer, timeout=1.0, logger=self._log)
+        self._call.cancel()  # nothing happens to a call that has ended
+
+    def _send(self, control: eventing_pb2.StreamControl) -> None:
+        if not self._ended:
+            self._controls.append(control)
+            self._wake.set()
+
+    async def _confirm_end(self) -> None:
+        """Nothing follows ``StreamEnd``: write what is pending, then half-close."""
+        self._ended = True
+        self._wake.set()
+        if self._writer is not None:
+            await asyncio.wait({self._writer})
+
+    async def _write(self) -> None:
+        """The one writer of the call: controls, then the acknowledgements gathered meanwhile."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                controls, self._controls = self._controls, []
+                for control in controls:
+                    await self._call.write(control)
+                if self._acks:
+                    acks, self._acks = self._acks, []
+                    await self._call.write(
+                        eventing_pb2.StreamControl(ack=eventing_pb2.Acknowledge(sequences=acks))
+                    )
+                if self._ended:
+                    await self._call.done_writing()
+                    return
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+            # The call has ended (the reader sees why); nothing more can be written.
+            self._log.debug("Writing to the event source's stream stopped: %r", exc)
+
+
+SourceStream = PlainStream | ControlledStream
