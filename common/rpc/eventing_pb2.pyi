@@ -263,7 +263,8 @@ class StreamStart(_message.Message):
     (a webhook caller waits). 0 takes the server's default, 1,000.
     """
     max_unacked_bytes: _builtins.int
-    """The same bound in payload bytes; 0 takes the server's default, 4 MiB.
+    """The same bound in encoded event bytes; 0 takes the server's default,
+    4 MiB.
     One event larger than the bound is still written when nothing is
     outstanding.
     """

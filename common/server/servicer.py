@@ -253,6 +253,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         task = session.task
         if task is not None and task.done() and not task.cancelled():
             task.exception()  # logged by the task's guard already; retrieved here so asyncio does not warn
+        session.fail_unwritten()
         if self._forget(session):
             session.log.info("Event source stopped with its stream.")
 

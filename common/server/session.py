@@ -76,6 +76,10 @@ class Session:
     task: asyncio.Task[None] | None = field(default=None)
     unsent: list[SourceEvent] = field(default_factory=list)
     """Events taken from the channel but not yet written to the stream."""
+    writing: list[SourceEvent] = field(default_factory=list)
+    """The events of the message being written now: a stop leaves them be (gRPC is writing them,
+    the client will read them); they are marked written once the write is done, or failed if the
+    stream ends first."""
     draining: bool = False
     """Asked to finish: the source takes nothing new; what it holds is still written."""
     halted: bool = False
@@ -89,7 +93,7 @@ class Session:
     @property
     def held(self) -> int:
         """Events the source handed over that are not written yet."""
-        return len(self.unsent) + len(self.channel)
+        return len(self.writing) + len(self.unsent) + len(self.channel)
 
     async def frames(self, group_limit: int) -> AsyncIterator[eventing_pb2.Event]:
         """The messages to write, in order: one event, or up to ``group_limit`` in ``Event.batch``.
@@ -113,14 +117,15 @@ class Session:
                 if window is not None:
                     for index in range(start, stop):
                         messages[index].sequence = window.take(sizes[index])
+                self.writing, self.unsent = batch[start:stop], batch[stop:]
                 if stop - start == 1:
                     yield messages[start]
                 else:
                     yield eventing_pb2.Event(batch=messages[start:stop])
-                for event in batch[start:stop]:
+                for event in self.writing:
                     mark_written(event)
+                self.writing = []
                 start = stop
-                self.unsent = batch[stop:]
 
     def drain(self, reason: str) -> None:
         """Finish: take nothing new, write what is held, then end (see the module docstring)."""
@@ -171,8 +176,13 @@ class Session:
             self.window.close()
         if self.task is not None:
             await tasks.stop(self.task, timeout=stop_timeout, logger=self.log, reason="stream ended")
-        fail_unwritten([*self.unsent, *self.channel.drain()])
-        self.unsent = []
+        self.fail_unwritten()
+
+    def fail_unwritten(self) -> None:
+        """The stream has ended: whatever was not written, the message being written included, never
+        will be (its callers get 503)."""
+        fail_unwritten([*self.writing, *self.unsent, *self.channel.drain()])
+        self.writing, self.unsent = [], []
 
     async def _pump(self, kind: GatewayKind[Any]) -> None:
         """Run the source, handing each event to the stream; close the channel with how it ended."""

@@ -237,12 +237,16 @@ class Router:
                 _log.info("Closed webhook port %d: its last route has gone.", server.port)
 
     async def _drop(self, server: PortServer) -> None:
+        """Close ``server``'s port. Its routes answer 503 until it is closed: a caller on a keep-alive
+        connection may still send a request while the server shuts down, and a 404 would tell it the
+        endpoint is gone."""
         if self._ports.get(server.port) is server:
             del self._ports[server.port]
         for route in server.all():
             route.close()
-        server.routes.clear()
+            route.available = False
         await server.stop()
+        server.routes.clear()
 
     async def close(self) -> None:
         """Close every port now; running sources end with ``SourceUnavailable`` (tests, process exit)."""

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
 
 from common.client.lifecycle import Lifecycle
 from common.client.metrics import REGISTRY
-from common.client.model import ReceivedEvent
+from common.client.model import Receipt, ReceivedEvent
 from common.client.status import Phase, StatusBoard
+from common.client.stream import UnackedBound
 from common.collector import PacedCollector, Pass
 from common.configmap import EventSourceSpec
 from common.retry import Backoff
-from common.rpc import eventing_stub
+from common.rpc import eventing_pb2, eventing_stub
 from common.server.app import GatewayServer
 from common.settings import CollectorSettings, ServerSettings
 from tests.harness.processes import free_port
@@ -224,3 +227,93 @@ async def test_the_client_waits_for_a_server_that_is_not_up_yet_and_resumes_afte
         await status.wait_for(phase("s", Phase.RUNNING))
         await lifecycle.close()
         await server.stop()
+
+
+class Settling(Collected):
+    """A sink that settles each event's receipt, as the subscribers do once they accepted it."""
+
+    def __init__(self, *, settle: bool = True) -> None:
+        super().__init__()
+        self.settle = settle
+        self.receipts: list[Receipt] = []
+
+    async def sink(self, received: ReceivedEvent) -> None:
+        assert received.receipt is not None
+        self.receipts.append(received.receipt)
+        if self.settle:
+            received.receipt.settle()
+        await super().sink(received)
+
+
+async def test_acknowledged_events_keep_a_small_window_flowing(server: GatewayServer) -> None:
+    got = Settling()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        lifecycle = Lifecycle(eventing_stub(channel), StatusBoard(), got.sink, bound=UnackedBound(events=5))
+        await lifecycle.apply([spec("flow", "count: 300\nburst: true")])
+        assert await got.until("flow", 300) == [f"flow-{i}".encode() for i in range(300)]
+        assert lifecycle.held == 0
+        await lifecycle.close()
+
+
+async def test_events_no_subscriber_is_done_with_hold_the_window_shut_until_they_are(
+    server: GatewayServer,
+) -> None:
+    got = Settling(settle=False)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        lifecycle = Lifecycle(eventing_stub(channel), StatusBoard(), got.sink, bound=UnackedBound(events=5))
+        await lifecycle.apply([spec("shut", "count: 50\nburst: true")])
+        await got.until("shut", 5)
+        await asyncio.sleep(0.3)  # time for events the window should hold back; none may come
+        assert len(got.by_source["shut"]) == 5 and lifecycle.held == 5
+        for receipt in got.receipts:
+            receipt.settle()
+        await got.until("shut", 10)
+        for receipt in got.receipts[5:]:
+            receipt.abandon()  # given up at shutdown: no acknowledgement, so no more room
+        await asyncio.sleep(0.3)  # as above
+        assert len(got.by_source["shut"]) == 10 and lifecycle.held == 0
+        await lifecycle.close()
+
+
+async def _v011_validate(request: Any, context: Any) -> eventing_pb2.ValidEventSource:
+    return eventing_pb2.ValidEventSource(isValid=True)
+
+
+async def _v011_start(request: Any, context: Any) -> AsyncIterator[eventing_pb2.Event]:
+    for n in range(3):
+        yield eventing_pb2.Event(name=request.name, payload=f"old-{n}".encode())
+    await asyncio.Event().wait()  # a source that runs until cancelled
+
+
+def v011_server() -> grpc.aio.Server:
+    """A server with the v0.11 methods only, registered by hand: StreamEventSource is not there at all."""
+    request, reply = eventing_pb2.EventSource.FromString, eventing_pb2.Event.SerializeToString
+    handlers = {
+        "StartEventSource": grpc.unary_stream_rpc_method_handler(_v011_start, request, reply),
+        "ValidateEventSource": grpc.unary_unary_rpc_method_handler(
+            _v011_validate, request, eventing_pb2.ValidEventSource.SerializeToString
+        ),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("gateways.Eventing", handlers),))
+    return server
+
+
+async def test_a_v0_11_server_is_streamed_over_start_event_source_after_its_unimplemented(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = v011_server()
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    got, status = Collected(), StatusBoard()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            lifecycle = Lifecycle(eventing_stub(channel), status, got.sink)
+            await lifecycle.apply([spec("old", "x: 1")])
+            assert await got.until("old", 3) == [b"old-0", b"old-1", b"old-2"]
+            assert status.nodes["old"].restarts == 0, "the fallback is no restart"
+            await lifecycle.close()
+    finally:
+        await server.stop(0)
+    assert any("using StartEventSource" in r.getMessage() for r in caplog.records)
