@@ -241,11 +241,12 @@ async def test_a_second_sigint_while_draining_forces_exit_1_and_says_what_it_aba
         Callers(hook, count=8) as callers,
     ):
         await callers.until_answered(20)
-        assert gw.client is not None
-        gw.client.signal(signal.SIGINT)
-        await wait_until(lambda: "draining the event sources" in gw.client.text(), what="the drain began")
-        gw.client.signal(signal.SIGINT)
-        code = await gw.client.exit_code(timeout=5.0)
+        run = gw.client
+        assert run is not None
+        run.signal(signal.SIGINT)
+        await wait_until(lambda: "draining the event sources" in run.text(), what="the drain began")
+        run.signal(signal.SIGINT)
+        code = await run.exit_code(timeout=5.0)
     assert code == 1, "exit 1, not a crash (139 was a segmentation fault)"
     forced = re.search(r"Second SIGINT: forcing exit; abandoning (.*)\.", gw.client.text())
     assert forced is not None, gw.client.text()
