@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.client.app import ClientSettings
 from common.configmap import parse_event_sources
 from common.kinds import available_kinds, load_kind
+from common.settings import ServerSettings
 from common.validate import validate_all
 from common.versions import VERSION_LABEL
 
@@ -58,3 +60,12 @@ def test_every_example_gateway_is_what_the_v0_11_controller_selects_and_accepts(
     assert images == {"gateways/client", f"gateways/{path.parent.name}"}
     configmap_names = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in CONFIGMAPS}
     assert spec["eventSource"] in configmap_names
+
+
+@pytest.mark.parametrize("path", GATEWAYS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_example_pod_gives_the_staged_stop_its_time(path: Path) -> None:
+    client = ClientSettings()
+    pod = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]
+    needed = client.drain_grace + client.grace_period + 5
+    assert pod["terminationGracePeriodSeconds"] >= needed
+    assert ServerSettings().grace_period <= client.drain_grace, "the server's drain ends within the client's"
