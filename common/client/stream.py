@@ -4,8 +4,9 @@ else v0.11's ``StartEventSource``.
 Over the control channel (``StreamEventSource``) the client acknowledges each event once every
 subscriber is done with it (a receipt's ``on_done``), and can drain or stop the source: the server
 then writes what it holds, sends ``StreamEnd``, and the client half-closes to confirm it has read
-everything. Acknowledgements are coalesced: while one write is on the wire the next ones gather, so a
-busy stream costs one small message per delivered batch, not per event.
+everything. Acknowledgements are coalesced: they gather until a quarter of the window is pending or
+``ACK_DELAY`` has passed since the first of them, so a busy stream costs one small message per many
+events, not one per event, and the server's window never waits long for room.
 
 Over ``StartEventSource`` there is no acknowledgement and no drain: the client's one signal is
 cancelling the call, which throws away what is in flight (the gRPC windows).
@@ -20,12 +21,16 @@ from typing import TYPE_CHECKING, cast
 
 import grpc
 
-from common import tasks
+from common import retry, tasks
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2
 
 if TYPE_CHECKING:
     from common.rpc.eventing_pb2_grpc import EventingAsyncStub
+
+ACK_DELAY = 0.02
+"""Seconds an acknowledgement may wait for others to travel with it. At the default window of 1,000
+events that caps a stream at 50,000 events a second, far above what one source delivers."""
 
 REASONS: dict[str, eventing_pb2.StopReason.ValueType] = {
     "removed": eventing_pb2.STOP_REASON_REMOVED,
@@ -92,8 +97,12 @@ class ControlledStream:
         )
         self._log = log
         self._acks: list[int] = []
+        self._ack_batch = max(1, bound.events // 4)
+        """Pending acknowledgements that are written without waiting for ``ACK_DELAY``."""
         self._controls: list[eventing_pb2.StreamControl] = []
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()
+        """Write now: a control, the end, or enough acknowledgements are waiting."""
         self._ended = False
         self._writer: asyncio.Task[None] | None = None
 
@@ -129,6 +138,8 @@ class ControlledStream:
         if not self._ended:
             self._acks.append(sequence)
             self._wake.set()
+            if len(self._acks) >= self._ack_batch:
+                self._urgent.set()
 
     def drain(self, reason: str) -> None:
         """Ask the server to finish the source: nothing new, what it holds still comes."""
@@ -156,11 +167,13 @@ class ControlledStream:
         if not self._ended:
             self._controls.append(control)
             self._wake.set()
+            self._urgent.set()
 
     async def _confirm_end(self) -> None:
         """Nothing follows ``StreamEnd``: write what is pending, then half-close."""
         self._ended = True
         self._wake.set()
+        self._urgent.set()
         if self._writer is not None:
             await asyncio.wait({self._writer})
 
@@ -169,7 +182,10 @@ class ControlledStream:
         try:
             while True:
                 await self._wake.wait()
+                if not self._urgent.is_set():  # only acknowledgements: let a few more join them
+                    await retry.sleep(ACK_DELAY, self._urgent)
                 self._wake.clear()
+                self._urgent.clear()
                 controls, self._controls = self._controls, []
                 for control in controls:
                     await self._call.write(control)
