@@ -156,7 +156,8 @@ class GatewayClient:
                     self.settings.grace_period,
                 )
                 await self.delivery.close(self.settings.grace_period)
-                dropped = sum(s.get("dropped", {}).get("shutdown", 0) for s in self.delivery.status())
+                dropped = lifecycle.cut_off
+                dropped += sum(s.get("dropped", {}).get("shutdown", 0) for s in self.delivery.status())
                 if dropped:
                     _log.warning(
                         "Delivery stopped: %d event(s) dropped at shutdown (reason shutdown).", dropped

@@ -33,6 +33,7 @@ from common.client.stream import ControlledStream, PlainStream, SourceStream, Un
 from common.collector import PacedCollector
 from common.configmap import EventSourceSpec
 from common.events import rfc3339
+from common.kinds import END_CHANGED, END_REMOVED, END_SHUTDOWN
 from common.logs import SourceLogger
 from common.retry import Backoff
 
@@ -52,8 +53,6 @@ HEALTHY_AFTER = 10.0
 """Seconds a stream must run before its restart backoff starts again from the first delay."""
 STOP_WAIT = 2.0
 """Seconds a source asked to stop (after its drain took too long) gets before it is cancelled."""
-REMOVED, CHANGED, SHUTDOWN = "removed", "changed", "shutdown"
-"""Why a runner ends: what the server is told, so the source can tell its callers."""
 
 
 class _Stop(Exception):
@@ -103,6 +102,8 @@ class Lifecycle:
         """Whether the server offers the control channel; None until a stream has told."""
         self.held = 0
         """Events read off the streams that not every subscriber is done with yet."""
+        self.cut_off = 0
+        """Events read off a stream that was cancelled before they reached the subscribers' queues."""
 
     def server_ready(self) -> None:
         """The channel to the server is ready again: sources waiting out a restart delay retry now, and
@@ -121,7 +122,7 @@ class Lifecycle:
         refused = await asyncio.to_thread(self._precheck, specs) if self._precheck is not None else {}
         wanted = {spec.name: spec for spec in specs if spec.name not in refused}
         for name in [n for n in self._runners if n not in wanted]:
-            await self._stop(name, REMOVED, forget=name not in refused)
+            await self._stop(name, END_REMOVED, forget=name not in refused)
         for name in [n for n in self._refused if n not in refused]:
             del self._refused[name]
             if name not in wanted:
@@ -135,7 +136,7 @@ class Lifecycle:
                 continue
             if current is not None:
                 _log.info("Event source %r changed; restarting it.", name, extra={"source": name})
-                await self._stop(name, CHANGED, forget=False)
+                await self._stop(name, END_CHANGED, forget=False)
             self._start(spec)
 
     def _refuse(self, spec: EventSourceSpec, reason: str) -> None:
@@ -166,7 +167,7 @@ class Lifecycle:
         """End every source in stages: drain, stop, cancel (see the module docstring)."""
         runners = list(self._runners.values())
         self._runners.clear()
-        await self._end(runners, SHUTDOWN)
+        await self._end(runners, END_SHUTDOWN)
 
     async def _end(self, runners: Sequence[_Runner], reason: str) -> None:
         """Drain ``runners``' sources; stop those still running after ``drain_timeout``; cancel the rest."""
@@ -275,7 +276,7 @@ class Lifecycle:
                         await self._sink(ReceivedEvent(spec.name, event, now, receipt))
                         handed += 1
                 except asyncio.CancelledError:
-                    _count_unhanded(spec.name, events[handed:], log)
+                    self.cut_off += _count_unhanded(spec.name, events[handed:], log)
                     raise
         finally:
             runner.stream = None
@@ -320,11 +321,11 @@ class Lifecycle:
         return True
 
 
-def _count_unhanded(source: str, events: Sequence[eventing_pb2.Event], log: SourceLogger) -> None:
+def _count_unhanded(source: str, events: Sequence[eventing_pb2.Event], log: SourceLogger) -> int:
     """Events read off a stream that stopped before they reached every subscriber's queue: the server
-    counts them as sent, so they are dropped here, counted and logged."""
+    counts them as sent, so they are dropped here, counted and logged; how many."""
     if not events:
-        return
+        return 0
     EVENTS_DROPPED.labels(source=source, subscriber="", reason="shutdown").inc(len(events))
     ids = ", ".join(event.id for event in events[:10]) + (" and more" if len(events) > 10 else "")
     log.warning(
@@ -332,3 +333,4 @@ def _count_unhanded(source: str, events: Sequence[eventing_pb2.Event], log: Sour
         len(events),
         ids,
     )
+    return len(events)

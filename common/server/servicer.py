@@ -22,7 +22,15 @@ import grpc
 from common import tasks
 from common.collector import PacedCollector
 from common.errors import ConfigError
-from common.kinds import END_CANCELLED, END_LOST, END_SHUTDOWN, GatewayKind, SourceContext
+from common.kinds import (
+    END_CANCELLED,
+    END_CHANGED,
+    END_LOST,
+    END_REMOVED,
+    END_SHUTDOWN,
+    GatewayKind,
+    SourceContext,
+)
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2, eventing_pb2_grpc
 from common.server.channel import Channel
@@ -34,8 +42,8 @@ from common.settings import ServerSettings
 _log = logging.getLogger(__name__)
 
 STOP_REASONS = {
-    eventing_pb2.STOP_REASON_REMOVED: "removed",
-    eventing_pb2.STOP_REASON_CHANGED: "changed",
+    eventing_pb2.STOP_REASON_REMOVED: END_REMOVED,
+    eventing_pb2.STOP_REASON_CHANGED: END_CHANGED,
     eventing_pb2.STOP_REASON_SHUTDOWN: END_SHUTDOWN,
 }
 """``StopReason`` values as ``SourceContext.end`` values; an unknown reason counts as a shutdown (the
