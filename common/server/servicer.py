@@ -199,23 +199,28 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         source (no acknowledgement can follow it)."""
         window = session.window
         assert window is not None
+        restarted = False
         async for control in requests:
             kind = control.WhichOneof("control")
             if kind == "ack":
                 window.release(control.ack.sequences)
-            elif kind == "drain":
+            elif kind == "drain" and not (session.draining or session.halted):
                 reason = STOP_REASONS.get(control.drain.reason, END_SHUTDOWN)
                 session.log.info("The client asks to drain the event source (%s).", reason)
                 session.drain(reason)
-            elif kind == "stop":
+            elif kind == "stop" and not session.halted:
                 reason = STOP_REASONS.get(control.stop.reason, END_SHUTDOWN)
                 session.log.info("The client asks to stop the event source (%s).", reason)
                 session.stop(reason)
-            elif kind == "start":
-                session.log.warning("Ignoring a second start on a running stream.")
-            # else: a control this server does not know (a newer client); ignored
+            elif kind == "start" and not restarted:
+                restarted = True
+                session.log.warning("Ignoring a second start on a running stream (and any after it).")
+            # else: a repeated drain or stop, or a control this server does not know (a newer
+            # client): nothing to do, and nothing to log per message
         if not session.halted and not (session.window is not None and session.window.closed):
-            session.log.warning("The client half-closed before the stream ended; stopping the source.")
+            session.log.warning(
+                "The client closed its side before the stream ended (a half-close or a lost call); stopping the source."
+            )
             session.stop(END_SHUTDOWN)
 
     async def _half_closed(self, controls: asyncio.Task[None], session: Session) -> None:

@@ -7,6 +7,7 @@ gateway client, so each test sees the wire contract itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -174,3 +175,22 @@ async def test_controls_a_server_does_not_know_are_ignored(stub: EventingAsyncSt
     await call.write(ack(1))
     assert len(await reader.events(1)) == 1
     call.cancel()
+
+
+async def test_a_storm_of_repeated_controls_is_logged_once_and_ends_the_stream_once(
+    stub: EventingAsyncStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    call, reader = open_stream(stub)
+    await call.write(start("storm", "count: 0\nevery: 0.01"))
+    await reader.events(1)
+    drain = eventing_pb2.StreamControl(drain=eventing_pb2.Drain(reason=eventing_pb2.STOP_REASON_SHUTDOWN))
+    for _ in range(200):
+        await call.write(drain)
+        await call.write(start("storm", "count: 1"))
+    assert (await reader.until_end()).reason == "event source drained"
+    await call.done_writing()
+    assert await reader.message() is None
+    said = [r.getMessage() for r in caplog.records if r.name == "common.server.servicer"]
+    assert sum("asks to drain" in m for m in said) == 1
+    assert sum("second start" in m for m in said) <= 1
