@@ -219,7 +219,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             # client): nothing to do, and nothing to log per message
         if not session.halted and not (session.window is not None and session.window.closed):
             session.log.warning(
-                "The client closed its side before the stream ended (a half-close or a lost call); stopping the source."
+                "The client closed its side before the stream ended (a half-close or a lost call); "
+                "stopping the source."
             )
             session.stop(END_SHUTDOWN)
 
