@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,17 @@ class Gateway:
                 return response.status == 200
         except aiohttp.ClientError:
             return False
+
+    async def stop_pod(self) -> tuple[list[int], float]:
+        """SIGTERM to server and client at once, as Kubernetes stops a pod: both exit codes, and
+        ``time.monotonic()`` when the server (which holds the webhook ports) had exited."""
+        assert self.server is not None and self.client is not None
+        self.server.signal(signal.SIGTERM)
+        self.client.signal(signal.SIGTERM)
+        codes = [await self.server.exit_code()]
+        exited_at = time.monotonic()
+        codes.append(await self.client.exit_code())
+        return codes, exited_at
 
     async def stop(self) -> None:
         for proc in self.procs:

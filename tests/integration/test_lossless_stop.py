@@ -79,6 +79,11 @@ def lost(callers: Callers, ledger: Path) -> set[str]:
     return callers.answered - set(arrived(ledger, "hook"))
 
 
+def assert_nothing_lost(callers: Callers, ledger: Path) -> None:
+    missing = lost(callers, ledger)
+    assert not missing, f"{len(missing)} of {len(callers.answered)} events answered 2xx never arrived"
+
+
 def assert_stopped_with_503s_not_404s(callers: Callers, exited_at: float, gw: Gateway) -> None:
     """While it stopped the webhook answered 503 with Retry-After; a refused connection only came once
     the process was gone (its ports close as it exits)."""
@@ -99,16 +104,11 @@ async def test_a_pod_stop_under_load_delivers_every_event_answered_2xx(tmp_path:
         Callers(hook, count=8) as callers,
     ):
         await callers.until_answered(500)
-        assert gw.server is not None and gw.client is not None
-        gw.server.signal(signal.SIGTERM)  # both at once, as Kubernetes stops a pod
-        gw.client.signal(signal.SIGTERM)
-        codes = [await gw.server.exit_code()]
-        exited_at = time.monotonic()  # the server holds the webhook ports
-        codes.append(await gw.client.exit_code())
+        codes, exited_at = await gw.stop_pod()
     assert codes == [0, 0]
-    assert not lost(callers, ledger), f"{len(lost(callers, ledger))} of {len(callers.answered)} lost"
+    assert_nothing_lost(callers, ledger)
     assert_stopped_with_503s_not_404s(callers, exited_at, gw)
-    assert "dropped at shutdown" not in gw.client.text()
+    assert gw.client is not None and "dropped at shutdown" not in gw.client.text()
 
 
 async def test_stopping_the_client_alone_delivers_every_event_answered_2xx_and_callers_get_503(
@@ -128,7 +128,7 @@ async def test_stopping_the_client_alone_delivers_every_event_answered_2xx_and_c
         await asyncio.sleep(0.3)  # callers keep calling the server while no client reads it
         assert callers.statuses["503"] > before, "with no client the endpoint answers 503"
     assert code == 0
-    assert not lost(callers, ledger), f"{len(lost(callers, ledger))} of {len(callers.answered)} lost"
+    assert_nothing_lost(callers, ledger)
     assert callers.statuses["404"] == 0 and callers.statuses["refused"] == 0, callers.statuses
     assert "drain the event source (shutdown)" in gw.server.text()
 
@@ -146,7 +146,7 @@ async def test_sigint_to_gateway_run_delivers_every_event_answered_2xx(tmp_path:
         code = await gw.client.exit_code()
         exited_at = time.monotonic()
     assert code == 0
-    assert not lost(callers, ledger), f"{len(lost(callers, ledger))} of {len(callers.answered)} lost"
+    assert_nothing_lost(callers, ledger)
     assert_stopped_with_503s_not_404s(callers, exited_at, gw)
 
 
@@ -160,14 +160,9 @@ async def test_a_slow_subscriber_whose_backlog_fits_the_grace_gets_every_event_a
         Callers(hook, count=8) as callers,
     ):
         await callers.until_answered(15)
-        assert gw.server is not None and gw.client is not None
-        gw.server.signal(signal.SIGTERM)
-        gw.client.signal(signal.SIGTERM)
-        codes = [await gw.server.exit_code()]
-        exited_at = time.monotonic()  # the server holds the webhook ports
-        codes.append(await gw.client.exit_code())
+        codes, exited_at = await gw.stop_pod()
     assert codes == [0, 0]
-    assert not lost(callers, ledger), f"{len(lost(callers, ledger))} of {len(callers.answered)} lost"
+    assert_nothing_lost(callers, ledger)
     assert_stopped_with_503s_not_404s(callers, exited_at, gw)
     assert callers.statuses["503"] > 0, "callers waiting for the window were told to retry"
 
@@ -182,11 +177,9 @@ async def test_with_a_grace_too_short_for_the_backlog_what_is_cut_off_is_exactly
         Callers(hook, count=8) as callers,
     ):
         await callers.until_answered(40)
-        assert gw.server is not None and gw.client is not None
-        gw.server.signal(signal.SIGTERM)
-        gw.client.signal(signal.SIGTERM)
-        codes = [await gw.server.exit_code(), await gw.client.exit_code()]
+        codes, _ = await gw.stop_pod()
     assert codes == [0, 0]
+    assert gw.client is not None
     missing = lost(callers, ledger)
     found = SHUTDOWN_DROPS.search(gw.client.text())
     assert found is not None, gw.client.text()
