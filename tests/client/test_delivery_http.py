@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import contextlib
 import dataclasses
 import itertools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -20,139 +17,18 @@ from aiohttp import web
 from common.client.delivery import DeliverySettings, Fanout, Subscriber
 from common.client.delivery import settings as settings_module
 from common.client.delivery.http import parse_retry_after
-from common.client.metrics import REGISTRY
-from common.client.model import Format, Message, Receipt, ReceivedEvent
+from common.client.model import Format, Message, ReceivedEvent
 from common.client.subscribers import parse_subscriber
 from common.errors import ConfigError
-from common.retry import Backoff
 from common.rpc import eventing_pb2
+from tests.client.delivery_rig import FAST, Arrival, Sink, message, sample, serving, subscriber
 from tests.harness.processes import free_port, wait_until
-
-FAST = DeliverySettings(
-    retry=Backoff(duration=0.01, factor=2.0, jitter=0.0, cap=0.05), request_timeout=2.0, stop_wait=0.2
-)
-"""Tiny backoffs so outages in these tests last milliseconds; a stopped lane waits 0.2 s for a
-delivery under way."""
-
-
-@dataclass(frozen=True)
-class Arrival:
-    event_id: str
-    source: str
-    at: float
-    headers: dict[str, str]
-    target: str = ""
-    """The request's path and query, as the subscriber saw them."""
-
-
-async def _ok(arrival: Arrival) -> web.Response:
-    return web.Response(status=200)
-
-
-class Sink:
-    """An HTTP subscriber: records every request, answers with ``respond``, holds requests while
-    ``gate`` is clear."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.arrivals: list[Arrival] = []
-        self.respond: Callable[[Arrival], Awaitable[web.Response]] = _ok
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self._changed = asyncio.Condition()
-        app = web.Application()
-        app.router.add_post("/events", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/events"
-
-    def ids(self, source: str | None = None) -> list[str]:
-        return [a.event_id for a in self.arrivals if source is None or a.source == source]
-
-    async def start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        self.gate.set()
-        await self._runner.cleanup()
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> None:
-        """Until ``count`` requests have arrived."""
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: len(self.arrivals) >= count)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        arrival = Arrival(
-            request.headers["ce-id"],
-            request.headers["ce-source"],
-            time.monotonic(),
-            dict(request.headers),
-            request.path_qs,
-        )
-        self.arrivals.append(arrival)
-        async with self._changed:
-            self._changed.notify_all()
-        await self.gate.wait()
-        return await self.respond(arrival)
-
-
-@contextlib.asynccontextmanager
-async def serving(port: int | None = None) -> AsyncIterator[Sink]:
-    sink = Sink(port or free_port())
-    await sink.start()
-    try:
-        yield sink
-    finally:
-        await sink.stop()
 
 
 @pytest.fixture
 async def sink() -> AsyncIterator[Sink]:
     async with serving() as running:
         yield running
-
-
-@contextlib.asynccontextmanager
-async def subscriber(
-    url: str, settings: DeliverySettings = FAST, grace: float = 5.0
-) -> AsyncIterator[Subscriber]:
-    sub = Subscriber(parse_subscriber(url, Format.BINARY), settings, gateway="test-gateway")
-    await sub.start()
-    try:
-        yield sub
-    finally:
-        await sub.close(grace)
-
-
-def message(source: str, n: int, fmt: Format = Format.BINARY, receipt: Receipt | None = None) -> Message:
-    event_id = f"{source}-{n}"
-    headers = {"ce-id": event_id, "ce-source": source, "ce-specversion": "1.0", "ce-type": fmt.value}
-    return Message(
-        event_id,
-        source,
-        f'{{"n": {n}}}'.encode(),
-        {**headers, "Content-Type": "application/json"},
-        time.monotonic(),
-        receipt,
-    )
-
-
-class Outcomes:
-    """Receipts that record how each event ended: ``True`` acknowledged, ``False`` abandoned."""
-
-    def __init__(self) -> None:
-        self.done: dict[int, bool] = {}
-
-    def receipt(self, n: int) -> Receipt:
-        return Receipt(lambda acknowledge: self.done.__setitem__(n, acknowledge))
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_each_source_arrives_in_order_while_sources_are_delivered_concurrently(sink: Sink) -> None:
@@ -397,88 +273,6 @@ async def test_fanout_encodes_once_per_format_and_queues_on_every_subscriber(sin
     assert len(encoded) == 6 and {fmt for _, fmt in encoded} == {Format.BINARY, Format.STRUCTURED}
     assert sorted(sink.ids()) == sorted(["src-0", "src-1", "src-2"] * 2)
     assert [s["delivered"] for s in fanout.status()] == [3, 3, 3]
-
-
-async def test_each_event_counts_as_delivered_the_moment_the_subscriber_accepts_it(sink: Sink) -> None:
-    tokens: asyncio.Queue[None] = asyncio.Queue()
-
-    async def one_at_a_time(arrival: Arrival) -> web.Response:
-        await tokens.get()
-        return web.Response(status=200)
-
-    sink.respond = one_at_a_time
-    async with subscriber(sink.url) as sub:
-        display = sub.display
-        delivered = sample("gateway_events_delivered_total", source="slow", subscriber=display)
-        observed = sample("gateway_delivery_latency_seconds_count", subscriber=display)
-        depth = sample("gateway_delivery_queue_depth", subscriber=display)
-        for n in range(5):
-            await sub.put(message("slow", n))
-        for answered in range(1, 5):
-            tokens.put_nowait(None)
-            await sink.wait_for(answered + 1)  # the next request is there: the last one was settled
-            assert sample("gateway_events_delivered_total", source="slow", subscriber=display) == (
-                delivered + answered
-            )
-            assert sample("gateway_delivery_latency_seconds_count", subscriber=display) == observed + answered
-            assert sample("gateway_delivery_queue_depth", subscriber=display) == depth + 5 - answered
-            assert sub.status()["delivered"] == answered
-        tokens.put_nowait(None)
-
-
-async def test_a_delivery_under_way_when_the_grace_ends_finishes_and_counts_once(sink: Sink) -> None:
-    sink.gate.clear()
-    outcomes = Outcomes()
-    settings = dataclasses.replace(FAST, stop_wait=5.0)
-    async with subscriber(sink.url, settings, grace=0.05) as sub:
-        for n in range(5):
-            await sub.put(message("cut", n, receipt=outcomes.receipt(n)))
-        await sink.wait_for(1)
-        asyncio.get_running_loop().call_later(0.3, sink.gate.set)  # the subscriber answers late
-    assert sink.ids() == ["cut-0"]
-    assert (sub.status()["delivered"], sub.status()["dropped"]) == (1, {"shutdown": 4})
-    assert outcomes.done == {0: True, 1: False, 2: False, 3: False, 4: False}
-
-
-async def test_a_receipt_is_settled_once_every_subscriber_is_done_with_its_event(sink: Sink) -> None:
-    outcomes = Outcomes()
-    async with serving() as other:
-        other.gate.clear()
-        fanout = Fanout(
-            [
-                Subscriber(parse_subscriber(u, Format.BINARY), FAST, gateway="gw")
-                for u in (sink.url, other.url)
-            ]
-        )
-        await fanout.start()
-        try:
-            event = eventing_pb2.Event(id="0", name="src", payload=b"{}")
-            received = ReceivedEvent("src", event, datetime.now(UTC), outcomes.receipt(0))
-            await fanout.publish(received, lambda r, fmt: message("src", 0, fmt, r.receipt))
-            await sink.wait_for(1)
-            await other.wait_for(1)
-            await asyncio.sleep(0.1)  # time for a premature acknowledgement; none may come
-            assert outcomes.done == {}, "one subscriber still holds the event"
-            other.gate.set()
-            await wait_until(lambda: 0 in outcomes.done, what="the receipt settled")
-            assert outcomes.done == {0: True}
-        finally:
-            await fanout.close(grace=1.0)
-
-
-async def test_with_the_drop_policy_a_receipt_is_settled_once_its_event_is_queued(sink: Sink) -> None:
-    sink.gate.clear()
-    outcomes = Outcomes()
-    settings = dataclasses.replace(FAST, queue_size=2, when_full="drop")
-    async with subscriber(sink.url, settings, grace=0.05) as sub:
-        for n in range(5):
-            await sub.put(message("q", n, receipt=outcomes.receipt(n)))
-            if n == 0:
-                await sink.wait_for(1)  # q-0 is in flight; q-1 and q-2 fill the queue
-        assert outcomes.done == dict.fromkeys(range(5), True), (
-            "queued or dropped for a full queue: all settled"
-        )
-    assert sub.status()["dropped"] == {"queue_full": 2, "shutdown": 3}
 
 
 def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped() -> None:
