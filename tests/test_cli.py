@@ -162,3 +162,21 @@ def test_the_gc_policy_variable_is_read_when_no_flag_is_given(
     monkeypatch.setenv("GATEWAY_GC", "sometimes")
     assert main(["serve", "calendar"]) == 2
     assert "gc policy 'sometimes'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--drain-grace", "nan"),
+        ("--drain-grace", "-1"),
+        ("--grace", "inf"),
+        ("--max-unacked-events", "0"),
+        ("--max-unacked-events", "99999999999"),
+        ("--max-unacked-bytes", "0"),
+    ],
+)
+def test_a_stop_setting_that_cannot_work_is_a_usage_error_naming_its_flag(flag: str, value: str) -> None:
+    cmd = [sys.executable, "-m", "common.cli", "run", "calendar", flag, value]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert flag in proc.stderr and "Traceback" not in proc.stderr

@@ -65,10 +65,7 @@ class Gateway:
         delivery = [arg for url in self.subscribers for arg in ("--subscriber", url)]
         delivery += ["--ops-port", str(self.ops_port), *self.client_args]
         if self.pod:
-            self.server = Proc("server", self.tmp / "server.log")
-            cmd = [*GATEWAY, "serve", self.kind, "--port", str(self.grpc_port), *self.server_args]
-            self.server.proc = await spawn(cmd, self.server.log)
-            await wait_tcp(self.grpc_port, self.server.proc)
+            await self.start_server()
             self.client = Proc("client", self.tmp / "client.log")
             cmd = [*GATEWAY, "client", "--server", f"127.0.0.1:{self.grpc_port}", "--kind", self.kind]
             self.client.proc = await spawn(
@@ -81,6 +78,13 @@ class Gateway:
         await wait_until(self._ready, what="the client's /readyz answers 200", timeout=20)
         if wait_port is not None:
             await wait_tcp(wait_port, self.client.proc)
+
+    async def start_server(self, log: str = "server.log") -> None:
+        """Start ``gateway serve`` on the gRPC port (again, after a stop); ready once it listens."""
+        self.server = Proc("server", self.tmp / log)
+        cmd = [*GATEWAY, "serve", self.kind, "--port", str(self.grpc_port), *self.server_args]
+        self.server.proc = await spawn(cmd, self.server.log)
+        await wait_tcp(self.grpc_port, self.server.proc)
 
     async def _ready(self) -> bool:
         try:

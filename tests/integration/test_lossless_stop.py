@@ -84,13 +84,17 @@ def assert_nothing_lost(callers: Callers, ledger: Path) -> None:
     assert not missing, f"{len(missing)} of {len(callers.answered)} events answered 2xx never arrived"
 
 
-def assert_stopped_with_503s_not_404s(callers: Callers, exited_at: float, gw: Gateway) -> None:
+def assert_stopped_with_503s_not_404s(
+    callers: Callers, exited_at: float, gw: Gateway, until: float = float("inf")
+) -> None:
     """While it stopped the webhook answered 503 with Retry-After; a refused connection only came once
-    the process was gone (its ports close as it exits)."""
+    the process was gone (its ports close as it exits). Answers from ``until`` on (a new server) are
+    not part of the stop."""
     assert callers.statuses["404"] == 0, (callers.statuses, [p.text() for p in gw.procs])
     assert set(callers.retry_after) <= {"5"}, callers.retry_after
-    refused = [at for at, status in callers.timeline if status == "refused"]
-    answered = [at for at, status in callers.timeline if status != "refused"]
+    timeline = [(at, status) for at, status in callers.timeline if at < until]
+    refused = [at for at, status in timeline if status == "refused"]
+    answered = [at for at, status in timeline if status != "refused"]
     if refused:
         assert min(refused) >= max(answered) - 0.05, "a refusal before the last answer: the port closed early"
         assert min(refused) >= exited_at - 1.0, "connections were refused well before the process exited"
@@ -131,6 +135,32 @@ async def test_stopping_the_client_alone_delivers_every_event_answered_2xx_and_c
     assert_nothing_lost(callers, ledger)
     assert callers.statuses["404"] == 0 and callers.statuses["refused"] == 0, callers.statuses
     assert "drain the event source (shutdown)" in gw.server.text()
+
+
+async def test_stopping_the_server_alone_delivers_every_event_answered_2xx_once_a_server_is_back(
+    tmp_path: Path,
+) -> None:
+    sink = ledger_sink(tmp_path, "--delay", "0.003")
+    async with (
+        sink as (url, ledger, _),
+        gateway(tmp_path, url) as (gw, hook),
+        Callers(hook, count=8) as callers,
+    ):
+        await callers.until_answered(500)
+        assert gw.server is not None and gw.client is not None
+        gw.server.signal(signal.SIGTERM)  # its container restarts; the client goes on
+        assert await gw.server.exit_code() == 0
+        exited_at = time.monotonic()
+        answered = set(callers.answered)
+        await wait_until(
+            lambda: answered <= set(arrived(ledger, "hook")), what="what the server answered for arrives"
+        )
+        restarted_at = time.monotonic()
+        await gw.start_server("server2.log")  # the client restarts the source on the new server
+        await callers.until_answered(len(answered) + 100)
+        assert gw.client.proc is not None and gw.client.proc.returncode is None
+    assert_nothing_lost(callers, ledger)
+    assert_stopped_with_503s_not_404s(callers, exited_at, gw, until=restarted_at)
 
 
 async def test_sigint_to_gateway_run_delivers_every_event_answered_2xx(tmp_path: Path) -> None:
