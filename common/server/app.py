@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -44,7 +45,8 @@ class GatewayServer:
         self.port = 0
         """The bound port, once started."""
         self._server: grpc.aio.Server | None = None
-        self._unhold: Any = None
+        self._unhold: Callable[[], None] | None = None
+        """Stops counting this server's events as abandoned on a forced exit."""
         self.collector: collector.PacedCollector | None = None
         """The paced garbage collector while serving under the ``paced`` policy."""
 

@@ -199,7 +199,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         source (no acknowledgement can follow it)."""
         window = session.window
         assert window is not None
-        restarted = False
+        warned_restart = False
         async for control in requests:
             kind = control.WhichOneof("control")
             if kind == "ack":
@@ -212,12 +212,12 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
                 reason = STOP_REASONS.get(control.stop.reason, END_SHUTDOWN)
                 session.log.info("The client asks to stop the event source (%s).", reason)
                 session.stop(reason)
-            elif kind == "start" and not restarted:
-                restarted = True
+            elif kind == "start" and not warned_restart:
+                warned_restart = True
                 session.log.warning("Ignoring a second start on a running stream (and any after it).")
             # else: a repeated drain or stop, or a control this server does not know (a newer
             # client): nothing to do, and nothing to log per message
-        if not session.halted and not (session.window is not None and session.window.closed):
+        if not window.closed:  # closed once the stream ends, or when the source is stopped
             session.log.warning(
                 "The client closed its side before the stream ended (a half-close or a lost call); "
                 "stopping the source."
