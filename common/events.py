@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from urllib.parse import quote
 
 from common.rpc import eventing_pb2
 
@@ -16,6 +17,23 @@ EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 RESERVED_ATTRIBUTES = frozenset(
     {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
 )
+
+HEADER_SAFE_CHARS = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+"""What a ``ce-*`` header value keeps as is (CloudEvents HTTP binding 3.1.3.2, NATS binding 3.1.3.2):
+printable ASCII but space, ``"`` and ``%``; everything else is percent-encoded as UTF-8."""
+_HEADER_SAFE = re.compile(r"^[!#$&-~]*$")
+"""A value made only of ``HEADER_SAFE_CHARS``, which needs no percent-encoding."""
+
+
+def header_value(value: str) -> str:
+    """``value`` as a ``ce-*`` header carries it: percent-encoded per the CloudEvents bindings."""
+    return value if _HEADER_SAFE.match(value) else quote(value, safe=HEADER_SAFE_CHARS)
+
+
+def header_bytes(attributes: Mapping[str, str]) -> int:
+    """Bytes of ``attributes`` written as ``ce-<name>: <value>`` header lines (with CRLF), as a
+    binary-mode subscriber receives them."""
+    return sum(len(name) + 7 + len(header_value(value)) for name, value in attributes.items())
 
 
 class NotWritten(Exception):

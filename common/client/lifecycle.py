@@ -3,8 +3,9 @@ changed, and never touch the unchanged.
 
 Each source has one runner task. It validates first (an invalid source is reported and waits for its
 config to change), then streams events to the sink. How the stream ends decides what follows:
-OK stays Completed; INVALID_ARGUMENT stays Error until the config changes; any other fault restarts
-the source with backoff. A server that is not up yet is waited for with backoff, not crashed on.
+OK stays Completed; INVALID_ARGUMENT stays Error until the config changes; any other fault, the
+client's own included (an exception in its task), shows as Error and restarts the source with
+backoff. A server that is not up yet is waited for with backoff, not crashed on.
 
 Streams go over the control channel (``common.client.stream``) when the server offers it. Ending a
 source is staged there: drain (the server writes what the source holds and ends the stream), then,
@@ -217,6 +218,12 @@ class Lifecycle:
                     continue
                 if not self._fault(spec, exc):
                     return
+            except Exception as exc:  # a fault in this client, not the source's: shown, then restarted
+                if runner.stopping:
+                    return
+                message = f"event source task failed: {type(exc).__name__}: {exc}"
+                self._status.set_phase(spec.name, spec.id, Phase.ERROR, message)
+                log.exception("%s", message)
             if runner.stopping:
                 return
             if time.monotonic() - started >= HEALTHY_AFTER:

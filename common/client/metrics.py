@@ -23,7 +23,8 @@ DELIVERY_RETRIES = Counter(
 )
 EVENTS_DROPPED = Counter(
     "gateway_events_dropped",
-    "Events given up on: rejected (permanent 4xx), too_large, queue_full, retries_exhausted, shutdown.",
+    "Events given up on: rejected (permanent 4xx), too_large, queue_full, retries_exhausted, "
+    "unencodable (could not be written in the subscriber's format), shutdown.",
     ["source", "subscriber", "reason"],
     registry=REGISTRY,
 )

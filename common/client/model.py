@@ -104,3 +104,5 @@ class Message:
     """``time.monotonic()`` when the client read the event, for the delivery-latency histogram."""
     receipt: Receipt | None = field(default=None, compare=False, repr=False)
     """The event's receipt, shared by its messages for every subscriber."""
+    format: Format = Format.BINARY
+    """How ``body`` and ``headers`` are written; the NATS transport maps headers by it."""

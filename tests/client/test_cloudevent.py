@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from cloudevents.core.bindings.http import HTTPMessage, from_binary, from_structured, to_binary
+from cloudevents.core.bindings.http import HTTPMessage, from_binary, from_http, from_structured, to_binary
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from dateutil.parser import isoparse
@@ -57,6 +57,11 @@ def _http(message: Message) -> HTTPMessage:
     return HTTPMessage(headers=dict(message.headers), body=message.body)
 
 
+def _from_http(message: Message) -> Any:
+    """The event a subscriber that tells the mode from the headers reads (the SDK's ``from_http``)."""
+    return from_http(_http(message), JSONFormat())
+
+
 def _sdk_attributes(attributes: dict[str, str]) -> dict[str, Any]:
     """What the SDK hands back for ``attributes``: the same, with ``time`` as a datetime."""
     return {**attributes, "time": isoparse(attributes["time"])}
@@ -77,7 +82,7 @@ def test_an_event_with_all_metadata_maps_every_field_to_its_attribute() -> None:
     }
 
 
-def test_an_old_server_event_gets_a_fresh_uuid_the_receive_time_and_application_json() -> None:
+def test_an_old_server_event_gets_a_fresh_uuid_the_receive_time_and_no_content_type() -> None:
     received = _received(payload=b"{}")
     first, second = to_attributes(received, GATEWAY), to_attributes(received, GATEWAY)
     assert uuid.UUID(first["id"]).version == 4
@@ -88,7 +93,6 @@ def test_an_old_server_event_gets_a_fresh_uuid_the_receive_time_and_application_
         "type": "calendar",
         "subject": "hourly",
         "time": "2019-11-08T14:52:04.250000Z",
-        "datacontenttype": "application/json",
     }
 
 
@@ -104,9 +108,42 @@ def test_a_server_time_without_an_offset_or_that_does_not_parse_gives_way_to_the
     assert to_attributes(_received(time=sent), GATEWAY)["time"] == "2019-11-08T14:52:04.250000Z"
 
 
-def test_a_content_type_that_cannot_be_a_header_gives_way_to_application_json() -> None:
+def test_a_content_type_that_cannot_be_a_header_is_left_out() -> None:
     received = _received(content_type="text/plain\r\nX-Injected: 1")
-    assert to_attributes(received, GATEWAY)["datacontenttype"] == "application/json"
+    assert "datacontenttype" not in to_attributes(received, GATEWAY)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+        "APPLICATION/CloudEvents+JSON; charset=utf-8",
+        "application/cloudevents",
+        " application/cloudevents+avro",
+        "text/plain; x=application/cloudevents+json",
+    ],
+)
+def test_a_content_type_naming_a_cloudevents_format_is_relabelled_and_kept_in_an_extension(sent: str) -> None:
+    attributes = to_attributes(_received(content_type=sent), GATEWAY)
+    assert attributes["datacontenttype"] == "application/octet-stream"
+    assert attributes["origcontenttype"] == sent
+
+
+def test_a_server_cannot_set_the_original_content_type_extension_itself() -> None:
+    received = _received(content_type="application/json", extensions={"origcontenttype": "forged"})
+    assert "origcontenttype" not in to_attributes(received, GATEWAY)
+
+
+@pytest.mark.parametrize("fmt", [Format.BINARY, Format.STRUCTURED])
+def test_a_payload_claiming_to_be_a_cloudevent_is_read_as_opaque_data(fmt: Format) -> None:
+    forged = b'{"specversion":"1.0","id":"forged","source":"evil","type":"evil"}'
+    message = encode(_received(payload=forged, content_type="application/cloudevents+json"), GATEWAY, fmt)
+    event = _from_http(message)
+    assert event.get_id() != "forged"
+    assert event.get_datacontenttype() == "application/octet-stream"
+    data = event.get_data()
+    assert (data if isinstance(data, bytes) else data.encode()) == forged
 
 
 def test_extension_names_that_break_the_rules_or_collide_are_skipped_without_raising() -> None:
@@ -135,7 +172,6 @@ def test_extension_names_that_break_the_rules_or_collide_are_skipped_without_rai
         "type",
         "subject",
         "time",
-        "datacontenttype",
         "eventsubject",
         "abcdefghijklmnopqrst",
     }
@@ -257,15 +293,59 @@ def test_structured_mode_puts_a_json_payload_in_data_as_json() -> None:
         (b"{not json", "application/json"),
         (b"null", "application/json"),
         (b"NaN", "application/json"),
+        (b"[" * 65 + b"]" * 65, "application/json"),
+        (b'{"a": 1} {"b": 2}', "application/json"),
+        (b'"tab\tinside"', "application/json"),
         (b'\xef\xbb\xbf{"bom": true}', "application/json"),
         (NOT_UTF8, "application/json"),
     ],
-    ids=["text", "broken-json", "json-null", "nan", "bom", "not-utf8"],
+    ids=["text", "broken-json", "json-null", "nan", "bom", "not-utf8", "too-deep", "two-values", "raw-tab"],
 )
 def test_structured_mode_puts_anything_but_json_in_data_base64(payload: bytes, content_type: str) -> None:
     body = json.loads(encode(_full(payload, content_type), GATEWAY, Format.STRUCTURED).body)
     assert base64.b64decode(body["data_base64"]) == payload
     assert "data" not in body
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"v": 1e400, "w": -1e400}',
+        b'{"big": 123456789012345678901234567890, "exact": 0.1000000000000000055511151231257827}',
+        b"  [1,\n 2 ]  ",
+        b"[" * 64 + b"]" * 64,
+        b'{"dup": 1, "dup": 2}',
+        b'"\\ud800"',
+        b"7" * 5000,
+    ],
+    ids=[
+        "overflowing",
+        "big-numbers",
+        "whitespace",
+        "64-deep",
+        "duplicate-keys",
+        "escaped-surrogate",
+        "long-int",
+    ],
+)
+def test_structured_mode_embeds_json_as_its_own_text_byte_for_byte(payload: bytes) -> None:
+    body = encode(_full(payload), GATEWAY, Format.STRUCTURED).body
+    assert body.endswith(b',"data":' + payload + b"}")
+    assert b"Infinity" not in body
+
+
+def test_structured_mode_with_no_content_type_embeds_json_and_encodes_the_rest() -> None:
+    as_json = encode(_received(payload=b'{"a": 1}'), GATEWAY, Format.STRUCTURED).body
+    as_bytes = json.loads(encode(_received(payload=b"\x00\x01"), GATEWAY, Format.STRUCTURED).body)
+    assert as_json.endswith(b',"data":{"a": 1}}')
+    assert b"datacontenttype" not in as_json
+    assert base64.b64decode(as_bytes["data_base64"]) == b"\x00\x01"
+
+
+def test_binary_mode_sends_no_content_type_when_the_server_sent_none() -> None:
+    headers = encode(_received(payload=b"x"), GATEWAY, Format.BINARY).headers
+    assert "Content-Type" not in headers
+    assert "ce-datacontenttype" not in headers
 
 
 def test_structured_mode_sends_an_empty_payload_as_an_event_without_data() -> None:

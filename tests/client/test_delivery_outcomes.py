@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from common.client.delivery import Fanout, Subscriber
-from common.client.model import Format, ReceivedEvent
+from common.client.model import Format, Message, ReceivedEvent
 from common.client.subscribers import parse_subscriber
 from common.rpc import eventing_pb2
 from tests.client.delivery_rig import FAST, Arrival, Outcomes, Sink, message, sample, serving, subscriber
@@ -105,3 +105,36 @@ async def test_with_the_drop_policy_a_receipt_is_settled_once_its_event_is_queue
             "queued or dropped for a full queue: all settled"
         )
     assert sub.status()["dropped"] == {"queue_full": 2, "shutdown": 3}
+
+
+async def test_an_event_one_format_cannot_write_is_dropped_for_its_subscriber_alone(sink: Sink) -> None:
+    outcomes = Outcomes()
+    async with serving() as other:
+        fanout = Fanout(
+            [
+                Subscriber(parse_subscriber(sink.url, Format.BINARY), FAST, gateway="gw"),
+                Subscriber(parse_subscriber(other.url, Format.STRUCTURED), FAST, gateway="gw"),
+            ]
+        )
+        await fanout.start()
+
+        def encode(received: ReceivedEvent, fmt: Format) -> Message:
+            if fmt is Format.STRUCTURED:
+                raise RecursionError("maximum recursion depth exceeded")
+            return message("src", 0, fmt, received.receipt)
+
+        try:
+            event = eventing_pb2.Event(id="e-0", name="src", payload=b"{}")
+            received = ReceivedEvent("src", event, datetime.now(UTC), outcomes.receipt(0))
+            await fanout.publish(received, encode)
+            await sink.wait_for(1)
+            await wait_until(lambda: 0 in outcomes.done, what="the receipt settled")
+            binary, structured = fanout.status()
+            assert (binary["delivered"], binary["dropped"]) == (1, {})
+            assert (structured["delivered"], structured["dropped"]) == (0, {"unencodable": 1})
+            assert other.arrivals == []
+            assert outcomes.done == {0: True}
+            labels = {"source": "src", "subscriber": structured["subscriber"], "reason": "unencodable"}
+            assert sample("gateway_events_dropped_total", **labels) >= 1
+        finally:
+            await fanout.close(grace=1.0)

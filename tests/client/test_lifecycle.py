@@ -317,3 +317,28 @@ async def test_a_v0_11_server_is_streamed_over_start_event_source_after_its_unim
     finally:
         await server.stop(0)
     assert any("using StartEventSource" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_fault_in_the_clients_own_task_shows_as_error_and_the_source_is_restarted(
+    server: GatewayServer,
+) -> None:
+    status, collected = StatusBoard(), Collected()
+    failed = asyncio.Event()
+
+    async def sink(received: ReceivedEvent) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RecursionError("maximum recursion depth exceeded while encoding")
+        await collected.sink(received)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        lifecycle = Lifecycle(eventing_stub(channel), status, sink, backoff=Backoff(0.3, 1, 0, cap=0.3))
+        try:
+            await lifecycle.apply([spec("fragile", "count: 0\nevery: 0.02")])
+            await status.wait_for(phase("fragile", Phase.ERROR))
+            assert "RecursionError" in status.nodes["fragile"].message
+            await status.wait_for(phase("fragile", Phase.RUNNING))
+            await collected.until("fragile", 3)
+            assert status.nodes["fragile"].restarts >= 1
+        finally:
+            await lifecycle.close()

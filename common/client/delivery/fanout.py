@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 
 from common.client.delivery.subscriber import Subscriber, SubscriberStatus
 from common.client.model import Format, Message, ReceivedEvent
+
+_log = logging.getLogger(__name__)
 
 Encoder = Callable[[ReceivedEvent, Format], Message]
 """Writes an event in one CloudEvents format (``common.client.cloudevent.encode`` with its identity)."""
@@ -31,12 +34,26 @@ class Fanout:
         """Encode ``received`` once per distinct format and queue it on every subscriber."""
         if received.receipt is not None:
             received.receipt.expect(len(self.subscribers))
-        messages = {fmt: encode(received, fmt) for fmt in self._formats}
-        if len(self.subscribers) == 1:  # the common case: no task per event for a gather of one
+        messages: dict[Format, Message] = {}
+        failures: dict[Format, str] = {}
+        for fmt in self._formats:
+            try:
+                messages[fmt] = encode(received, fmt)
+            except Exception as exc:  # noqa: BLE001 - one format's failure costs no other subscriber the event
+                failures[fmt] = f"{type(exc).__name__}: {exc}"
+                _log.exception("Cannot write an event of %r in %s mode.", received.source, fmt.value)
+        if len(self.subscribers) == 1 and not failures:  # the common case: no task per event
             subscriber = self.subscribers[0]
             await subscriber.put(messages[subscriber.spec.format])
             return
-        await asyncio.gather(*(s.put(messages[s.spec.format]) for s in self.subscribers))
+        puts = []
+        for subscriber in self.subscribers:
+            fmt = subscriber.spec.format
+            if fmt in failures:
+                subscriber.refuse(received, "unencodable", failures[fmt])
+            else:
+                puts.append(subscriber.put(messages[fmt]))
+        await asyncio.gather(*puts)
 
     async def remove_source(self, source: str, grace: float) -> None:
         """Drain and stop ``source``'s lane on every subscriber, each for up to ``grace`` seconds."""

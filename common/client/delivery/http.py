@@ -25,6 +25,8 @@ from common.client.subscribers import SubscriberSpec
 _log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 429})
 """Client-error statuses that mean "not now" rather than "never"; every 5xx is retryable too."""
+_NO_CONTENT_TYPE = ("Content-Type",)
+"""A binary-mode event without ``datacontenttype`` goes without one: aiohttp would add its own."""
 
 
 class HttpTransport:
@@ -75,7 +77,11 @@ class HttpTransport:
             raise RetryableDeliveryError(display, "not connected yet", accepted=accepted)
         try:
             async with self._session.post(
-                self._spec.address, data=message.body, headers=message.headers, allow_redirects=False
+                self._spec.address,
+                data=message.body,
+                headers=message.headers,
+                allow_redirects=False,
+                skip_auto_headers=_NO_CONTENT_TYPE if "Content-Type" not in message.headers else (),
             ) as response:
                 text = await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")

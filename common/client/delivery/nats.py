@@ -28,8 +28,9 @@ from nats.aio.client import Client
 from common import tasks
 from common.client.delivery.errors import PermanentDeliveryError, Progress, RetryableDeliveryError
 from common.client.delivery.settings import DeliverySettings
-from common.client.model import Message
+from common.client.model import Format, Message
 from common.client.subscribers import SubscriberSpec, subject_for
+from common.events import header_value
 
 _log = logging.getLogger(__name__)
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -118,7 +119,7 @@ class NatsTransport:
     async def _send_core(self, batch: Sequence[Message]) -> None:
         display = self._spec.display
         for index, message in enumerate(batch):
-            headers = _ce_headers(message.headers)
+            headers = nats_headers(message)
             too_large = self._check_size(message, headers, accepted=index)
             if too_large is not None:
                 await self._flush()
@@ -144,7 +145,7 @@ class NatsTransport:
         display = self._spec.display
         for index, message in enumerate(batch):
             subject = self._subject(message)
-            headers = {**_ce_headers(message.headers), MSG_ID_HEADER: message.event_id}
+            headers = {**nats_headers(message), MSG_ID_HEADER: message.event_id}
             too_large = self._check_size(message, headers, accepted=index)
             if too_large is not None:
                 raise too_large
@@ -198,10 +199,21 @@ class NatsTransport:
         _log.info("Reconnected to %s.", self._spec.display)
 
 
-def _ce_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """All headers of a binary-mode message (it has ``ce-*`` attributes); none for the other formats."""
-    if any(name.lower().startswith("ce-") for name in headers):
-        return dict(headers)
+def nats_headers(message: Message) -> dict[str, str]:
+    """The NATS headers of ``message``, as the CloudEvents NATS binding (1.0.3, section 3) has them.
+
+    Binary mode: every attribute as a ``ce-`` header, ``datacontenttype`` too (``ce-datacontenttype``,
+    not HTTP's ``Content-Type``). Structured mode: ``Content-Type: application/cloudevents+json``,
+    which tells a receiver the mode. Legacy: none, as v0.11 published bare payloads.
+    """
+    if message.format is Format.BINARY:
+        headers = dict(message.headers)
+        content_type = headers.pop("Content-Type", None)
+        if content_type is not None:
+            headers["ce-datacontenttype"] = header_value(content_type)
+        return headers
+    if message.format is Format.STRUCTURED:
+        return dict(message.headers)
     return {}
 
 

@@ -43,7 +43,7 @@ from common.client.metrics import (
     EVENTS_DROPPED,
     QUEUE_DEPTH,
 )
-from common.client.model import Message
+from common.client.model import Message, ReceivedEvent
 from common.client.subscribers import SubscriberSpec
 from common.logs import SourceLogger
 
@@ -167,6 +167,13 @@ class Subscriber:
             message.receipt.settle()
         if lane.closed:  # the lane was stopped while this put waited for room
             self._discard(lane)
+
+    def refuse(self, received: ReceivedEvent, reason: str, why: str) -> None:
+        """Give up on an event that never became a message for this subscriber (it could not be
+        written in its format): counted and logged as dropped for ``reason``, its receipt settled."""
+        event_id = received.event.id or "(no id)"
+        placeholder = Message(event_id, received.source, b"", receipt=received.receipt)
+        self._drop(self._lane(received.source, create=False), [placeholder], reason, why, queued=False)
 
     async def remove_source(self, source: str, grace: float) -> None:
         """Drain ``source``'s lane for up to ``grace`` seconds, then stop it; leftovers are dropped."""

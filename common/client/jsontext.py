@@ -1,0 +1,74 @@
+"""Is a payload JSON text a subscriber can read as it is? Strict RFC 8259, nesting bounded; no I/O.
+
+Structured mode embeds a JSON payload as its own text, never a re-dump: a re-dump writes ``Infinity``
+for ``1e400`` (not JSON) and rounds numbers a reader would keep. So the only question is whether the
+bytes are JSON, asked without building what they describe.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects embedded as JSON; deeper text goes as ``data_base64``."""
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_INNERMOST = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+_DECODER = json.JSONDecoder(
+    parse_float=lambda _: None,  # validate, never convert: no float overflow, no int digit limit
+    parse_int=lambda _: None,
+    parse_constant=lambda name: _not_json(name),
+    object_pairs_hook=lambda _: None,  # nor build dicts
+    strict=True,  # control characters inside strings are not JSON
+)
+
+
+def json_text(payload: bytes, *, max_depth: int = MAX_DEPTH) -> str | None:
+    """``payload`` as text when it is one RFC 8259 JSON value nested at most ``max_depth`` deep, and
+    not ``null`` (a reader takes ``"data": null`` for no data); else None."""
+    try:
+        text = payload.decode("utf-8")  # strict: no lone surrogates; a BOM stays and is refused below
+    except UnicodeDecodeError:
+        return None
+    if not _shallow(text, max_depth):
+        return None
+    try:
+        end = _value_end(text)
+    except (ValueError, RecursionError):
+        return None
+    if text[end:].strip(" \t\r\n") or text.strip(" \t\r\n") == "null":
+        return None
+    return text
+
+
+def _value_end(text: str) -> int:
+    """Where the JSON value at the start of ``text`` (after RFC 8259 whitespace) ends."""
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    _, end = _DECODER.raw_decode(text, start)
+    return int(end)
+
+
+def _shallow(text: str, max_depth: int) -> bool:
+    """Whether arrays and objects in ``text`` nest at most ``max_depth`` deep and balance (strings
+    ignored): each round strips the innermost brackets, so a deeper text has some left after
+    ``max_depth`` rounds. Checked before parsing, so no depth reaches the parser's recursion."""
+    brackets = _STRING.sub("", text)
+    for _ in range(max_depth):
+        if not _has_brackets(brackets):
+            return True
+        reduced = _INNERMOST.sub("", brackets)
+        if reduced == brackets:  # unbalanced outside strings: not JSON
+            return False
+        brackets = reduced
+    return not _has_brackets(brackets)
+
+
+def _has_brackets(text: str) -> bool:
+    return any(c in text for c in "[]{}")
+
+
+def _not_json(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``: Python reads them, RFC 8259 does not."""
+    raise ValueError(f"{name} is not JSON")
