@@ -4,8 +4,9 @@
 event field               from the request
 ========================  ==========================================================================
 payload                   the body, byte for byte (what v0.11 sent, so legacy subscribers see no change)
-content type              the ``Content-Type`` header as sent (none: the client says ``application/json``,
-                          as v0.11 did)
+content type              the ``Content-Type`` header as sent when it is a valid media type (RFC 9110
+                          8.3.1: ``type/subtype`` and parameters), else ``application/octet-stream``: a
+                          body is never claimed to be JSON because the caller said nothing
 id                        ``<source>:<value>`` of the first of ``X-Request-Id``, ``X-GitHub-Delivery``,
                           ``X-Gitlab-Event-UUID`` that is present (printable ASCII, at most 200
                           characters), else ``<source>:<fresh uuid4>``
@@ -39,8 +40,13 @@ SECRET_HEADERS = frozenset(
 )
 """Credentials never forwarded to subscribers."""
 MAX_ID_LENGTH = 200
+UNKNOWN_CONTENT_TYPE = "application/octet-stream"
+"""What a body without a valid ``Content-Type`` is (RFC 9110 8.3: a recipient may assume it)."""
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
-_PRINTABLE_WITH_SPACE = re.compile(r"^[\x20-\x7e]+$")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*"'
+_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*$")
+"""RFC 9110 8.3.1 ``media-type``: ``type "/" subtype``, then ``*( OWS ";" OWS [ parameter ] )``."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,22 @@ def forwarded_headers(
     return _grouped((name.lower(), value) for name, value in headers if name.lower() not in hidden)
 
 
+def content_type(request: HttpRequest) -> str:
+    """The request's ``Content-Type`` when it is a valid media type, else ``application/octet-stream``."""
+    sent = (request.header("content-type") or "").strip(" \t")
+    return sent if _MEDIA_TYPE.match(sent) else UNKNOWN_CONTENT_TYPE
+
+
+def extensions(request: HttpRequest, strip: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The CloudEvent extensions of ``request``: method, path, query and forwarded headers."""
+    return {
+        "method": request.method,
+        "path": request.path,
+        "query": _json(_grouped(request.query)),
+        "headers": _json(forwarded_headers(request.headers, strip)),
+    }
+
+
 def to_event(
     source: str,
     request: HttpRequest,
@@ -105,20 +127,16 @@ def to_event(
     strip: frozenset[str] = frozenset(),
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     written: asyncio.Future[None] | None = None,
+    known: dict[str, str] | None = None,
 ) -> SourceEvent:
-    """The event for ``request`` to source ``source``; ``strip`` names more headers to keep back."""
-    content_type = (request.header("content-type") or "").strip()
+    """The event for ``request`` to source ``source``; ``strip`` names more headers to keep back;
+    ``known`` is ``extensions(request, strip)`` when the caller has it already."""
     return SourceEvent(
         payload=request.body,
         id=event_id(source, request.headers, new_id),
         time=request.received_at,
-        content_type=content_type if _PRINTABLE_WITH_SPACE.match(content_type) else "",
-        extensions={
-            "method": request.method,
-            "path": request.path,
-            "query": _json(_grouped(request.query)),
-            "headers": _json(forwarded_headers(request.headers, strip)),
-        },
+        content_type=content_type(request),
+        extensions=known if known is not None else extensions(request, strip),
         written=written,
     )
 

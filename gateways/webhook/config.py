@@ -3,7 +3,8 @@
 v0.11 fields: ``endpoint`` (a leading ``/`` is added; a trailing slash is significant), ``method``,
 ``port`` (a string or a number), ``serverCertPath`` and ``serverKeyPath`` (TLS when both are given),
 ``url`` (accepted and ignored, as v0.11 did). Ours: ``maxBodyBytes``, ``readTimeout``, ``bearerToken``,
-``signature`` and ``rateLimit``. Unknown fields are an error. Every bad field is reported at once.
+``signature``, ``rateLimit`` and ``maxHeaderBytes``. Unknown fields are an error. Every bad field is
+reported at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from common.errors import ConfigError
 METHODS = ("HEAD", "PUT", "CONNECT", "DELETE", "GET", "OPTIONS", "PATCH", "POST", "TRACE")
 """What v0.11 accepted, in its order."""
 V011_FIELDS = ("endpoint", "method", "port", "url", "serverCertPath", "serverKeyPath")
-FIELDS = (*V011_FIELDS, "maxBodyBytes", "readTimeout", "bearerToken", "signature", "rateLimit")
+FIELDS = (
+    *V011_FIELDS,
+    "maxBodyBytes",
+    "readTimeout",
+    "bearerToken",
+    "signature",
+    "rateLimit",
+    "maxHeaderBytes",
+)
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY = MIB
 """1 MiB: what NATS carries by default (``max_payload``); GitHub caps its payloads at 25 MB, most senders
@@ -29,6 +38,10 @@ far below."""
 MAX_BODY = 3 * MIB
 """The largest body an event can carry: gRPC refuses messages over 4 MiB by default, and the event also
 holds the request's headers (at most 256 KiB of them, see ``handler.MAX_HEADER_BYTES``), path and query."""
+DEFAULT_MAX_HEADERS = 8 * 1024
+"""8 KiB of forwarded request headers, path and query, as a binary-mode subscriber receives them: with
+the event's own attributes that stays under common HTTP servers' limits (Node's is 16 KiB)."""
+MIN_HEADERS, MAX_HEADERS = 1024, 256 * 1024
 DEFAULT_READ_TIMEOUT = 10.0
 """Seconds a client may take to send its body: generous for a megabyte on a slow link, short enough
 that a stalled client does not hold a connection for long."""
@@ -113,6 +126,9 @@ class WebhookConfig:
     """When set, requests need a valid HMAC-SHA256 signature of the body."""
     rate_limit: RateLimit | None = None
     """When set, requests over the rate get 429."""
+    max_header_bytes: int = DEFAULT_MAX_HEADERS
+    """Requests whose forwarded headers, path and query come to more than this many bytes, written as
+    the ``ce-*`` headers a subscriber receives, get 431."""
 
     @property
     def route(self) -> str:
@@ -134,9 +150,12 @@ def parse(data: str) -> WebhookConfig:
     bearer = _secret(raw.get("bearerToken"), "bearerToken", problems)
     signature = _signature(raw.get("signature"), problems)
     rate_limit = _rate_limit(raw.get("rateLimit"), problems)
+    max_headers = _max_headers(raw.get("maxHeaderBytes"), problems)
     if problems:
         raise ConfigError(problems)
-    return WebhookConfig(endpoint, method, port, tls, max_body, read_timeout, bearer, signature, rate_limit)
+    return WebhookConfig(
+        endpoint, method, port, tls, max_body, read_timeout, bearer, signature, rate_limit, max_headers
+    )
 
 
 def _endpoint(value: Any, problems: dict[str, str]) -> str:
@@ -203,6 +222,17 @@ def _max_body(value: Any, problems: dict[str, str]) -> int:
             f"per event, headers included), got {value!r}"
         )
         return DEFAULT_MAX_BODY
+    return value
+
+
+def _max_headers(value: Any, problems: dict[str, str]) -> int:
+    if value is None:
+        return DEFAULT_MAX_HEADERS
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_HEADERS <= value <= MAX_HEADERS:
+        problems["maxHeaderBytes"] = (
+            f"must be a whole number of bytes from {MIN_HEADERS} to {MAX_HEADERS}, got {value!r}"
+        )
+        return DEFAULT_MAX_HEADERS
     return value
 
 

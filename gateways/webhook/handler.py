@@ -4,7 +4,9 @@
     2. method        405  with ``Allow``: the path is served, not with this method
        (route)       503  with ``Retry-After``: the source is stopping, restarting, or its stream broke
     3. rate limit    429  with ``Retry-After``
-    4. declared size 413  ``Content-Length`` over ``maxBodyBytes``; 431 for over 256 KiB of headers
+    4. declared size 413  ``Content-Length`` over ``maxBodyBytes``; 431 for over 256 KiB of headers,
+                     or forwarded headers, path and query over ``maxHeaderBytes`` as a subscriber
+                     would receive them (``ce-*`` headers, percent-encoded)
     5. auth          401  with ``WWW-Authenticate`` (no bearer token); 403 (a wrong one)
     6. body          413  over ``maxBodyBytes`` as it streams in; 408 slower than ``readTimeout``;
                      400  a malformed body (bad chunked encoding, a truncated body)
@@ -20,6 +22,7 @@ Cheap checks come first, so a flood of bad requests costs no body reads and no h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -28,7 +31,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter
 
-from common.events import NotWritten
+from common.events import NotWritten, SourceEvent, header_bytes
 from common.server.channel import ChannelClosed
 from gateways.webhook import binding, metrics
 from gateways.webhook.auth import BEARER_CHALLENGE, Verdict
@@ -90,6 +93,24 @@ class PortHandler:
         refused = self._before_body(request, route)
         if refused is not None:
             return refused
+        message = binding.HttpRequest(
+            method=request.method,
+            path=request.path,
+            query=tuple(request.rel_url.query.items()),
+            headers=tuple((_decode(name), _decode(value)) for name, value in request.raw_headers),
+            received_at=datetime.now(UTC),
+        )
+        strip = (
+            frozenset({route.credentials.signature_header}) if route.credentials.signature else frozenset()
+        )
+        forwarded = binding.extensions(message, strip)
+        size, limit = header_bytes(forwarded), route.config.max_header_bytes
+        if size > limit:
+            return reply(
+                431,
+                f"the request's headers, path and query come to {size} bytes; at most {limit}",
+                close=True,
+            )
         await _continue(request)
         body = await _read_body(request, route)
         if isinstance(body, web.Response):
@@ -97,7 +118,11 @@ class PortHandler:
         signature = self._signature(request, route, body)
         if signature is not None:
             return signature
-        return await _hand_off(request, route, body)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.add_done_callback(_retrieve)
+        complete = dataclasses.replace(message, body=body)
+        event = binding.to_event(route.source, complete, known=forwarded, written=written)
+        return await _hand_off(route, event, written)
 
     def _before_body(self, request: web.BaseRequest, route: Route) -> web.Response | None:
         """Rate limit, declared size, bearer token: everything that needs no body."""
@@ -172,26 +197,14 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-async def _hand_off(request: web.BaseRequest, route: Route, body: bytes) -> web.Response:
+async def _hand_off(route: Route, event: SourceEvent, written: asyncio.Future[None]) -> web.Response:
     """Put the event on the source's channel; answer once the stream has written it, or failed to."""
-    written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    written.add_done_callback(_retrieve)
-    message = binding.HttpRequest(
-        method=request.method,
-        path=request.path,
-        query=tuple(request.rel_url.query.items()),
-        headers=tuple((_decode(name), _decode(value)) for name, value in request.raw_headers),
-        body=body,
-        received_at=datetime.now(UTC),
-    )
-    strip = frozenset({route.credentials.signature_header}) if route.credentials.signature else frozenset()
-    event = binding.to_event(route.source, message, strip=strip, written=written)
     try:
         await route.channel.send(event)
         await written  # cancelled only as the port shuts down: the event may still be sent, unanswered
     except (ChannelClosed, NotWritten):
         return unavailable("the event source's stream ended before the event was sent; retry shortly")
-    metrics.BODY_BYTES.labels(source=route.source).inc(len(body))
+    metrics.BODY_BYTES.labels(source=route.source).inc(len(event.payload))
     return reply(200, OK_TEXT)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from common.events import EXTENSION_NAME
 from gateways.webhook.binding import HttpRequest, event_id, forwarded_headers, from_event, to_event
 
@@ -96,7 +98,21 @@ def test_without_a_usable_delivery_header_the_id_is_fresh() -> None:
     assert event_id("hook", [("X-Request-Id", "x" * 201)], lambda: "fresh") == "hook:fresh"
 
 
-def test_a_content_type_that_cannot_be_a_header_is_left_out() -> None:
-    event = to_event("hook", request(headers=(("content-type", "text/plain; x=\u00e9"),)))
+@pytest.mark.parametrize(
+    "sent",
+    [None, "", "text/plain; x=\u00e9", "json", "application/json; x", "a/b c", "text/plain\r\nX-Injected: 1"],
+    ids=["none", "empty", "not-ascii", "no-subtype", "bare-parameter", "space", "injected"],
+)
+def test_a_body_without_a_valid_content_type_is_labelled_octet_stream(sent: str | None) -> None:
+    headers = () if sent is None else (("content-type", sent),)
+    event = to_event("hook", request(headers=headers))
 
-    assert event.content_type == ""
+    assert event.content_type == "application/octet-stream"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    ["application/json", "text/plain; charset=utf-8", 'multipart/form-data; boundary="a b"', "text/csv;"],
+)
+def test_a_valid_content_type_is_kept_as_sent(sent: str) -> None:
+    assert to_event("hook", request(headers=(("content-type", sent),))).content_type == sent

@@ -73,6 +73,8 @@ def test_two_bad_fields_are_named_in_one_error() -> None:
         ("endpoint: /a\nmethod: POST\nport: true", "port", "whole number"),
         ("endpoint: /a\nmethod: POST\nport: 1\nmaxBodyBytes: 4194304", "maxBodyBytes", "3 MiB"),
         ("endpoint: /a\nmethod: POST\nport: 1\nmaxBodyBytes: -1", "maxBodyBytes", "from 0"),
+        ("endpoint: /a\nmethod: POST\nport: 1\nmaxHeaderBytes: 100", "maxHeaderBytes", "from 1024 to 262144"),
+        ("endpoint: /a\nmethod: POST\nport: 1\nmaxHeaderBytes: 8k", "maxHeaderBytes", "whole number"),
         ("endpoint: /a\nmethod: POST\nport: 1\nreadTimeout: 10", "readTimeout", "duration"),
         ("endpoint: /a\nmethod: POST\nport: 1\nreadTimeout: 0s", "readTimeout", "more than 0s"),
         ("endpoint: /a\nmethod: POST\nport: 1\nreadTimeout: 1h", "readTimeout", "at most 10m"),
@@ -136,6 +138,7 @@ def test_our_fields_parse_into_typed_values() -> None:
         "bearerToken: {file: /etc/webhook/token}\n"
         "signature: {secret: {env: GITHUB_SECRET}}\n"
         "rateLimit: {requestsPerSecond: 2.5}\n"
+        "maxHeaderBytes: 16384\n"
     )
 
     assert config.max_body_bytes == 3 * 1024 * 1024
@@ -143,6 +146,7 @@ def test_our_fields_parse_into_typed_values() -> None:
     assert config.bearer_token == SecretRef(file="/etc/webhook/token")
     assert config.signature == Signature(SecretRef(env="GITHUB_SECRET"), "X-Hub-Signature-256")
     assert config.rate_limit == RateLimit(2.5, 3), "burst defaults to the rate, rounded up"
+    assert config.max_header_bytes == 16384
 
 
 def test_a_secret_reference_never_holds_nor_shows_the_secret() -> None:

@@ -244,6 +244,47 @@ async def test_more_than_256_kib_of_headers_is_431(
         assert resp.status == 431
 
 
+async def test_headers_a_subscriber_would_receive_as_over_8_kib_are_431_before_any_200(
+    gateway: Gateway, http: aiohttp.ClientSession, port: int
+) -> None:
+    source = await gateway.start("hook", source_yaml(port, "/h"))
+
+    async with http.post(source.url, data=b"x", headers={f"X-Pad-{i}": "v" * 3000 for i in range(3)}) as resp:
+        assert resp.status == 431
+        assert "at most 8192" in await resp.text()
+    async with http.post(source.url + "?q=" + "z" * 4000, data=b"x", headers={"X-Pad": "v" * 4500}) as resp:
+        assert resp.status == 431, "the query counts too"
+    async with http.post(source.url, data=b"x", headers={f"X-Pad-{i}": "v" * 3000 for i in range(2)}) as resp:
+        assert resp.status == 200
+    assert len((await source.next_event()).extensions["headers"]) > 6000
+    assert source.events.empty(), "the refused request became no event"
+
+
+async def test_the_header_limit_counts_bytes_as_percent_encoded_for_the_subscriber(
+    gateway: Gateway, http: aiohttp.ClientSession, port: int
+) -> None:
+    source = await gateway.start("hook", source_yaml(port, "/h"))
+    spaced = "a b " * 1000  # 4,000 characters, 6,000 once each space is written %20
+
+    async with http.post(source.url, data=b"x", headers={"X-1": spaced, "X-2": "v" * 3000}) as resp:
+        assert resp.status == 431
+    async with http.post(source.url, data=b"x", headers={"X-1": "a_b_" * 1000, "X-2": "v" * 3000}) as resp:
+        assert resp.status == 200
+
+
+async def test_max_header_bytes_raises_the_limit_for_one_endpoint(
+    gateway: Gateway, http: aiohttp.ClientSession, port: int
+) -> None:
+    source = await gateway.start("hook", source_yaml(port, "/h", maxHeaderBytes=32768))
+
+    async with http.post(source.url, data=b"x", headers={f"X-Pad-{i}": "v" * 3000 for i in range(6)}) as resp:
+        assert resp.status == 200
+    async with http.post(
+        source.url, data=b"x", headers={f"X-Pad-{i}": "v" * 3000 for i in range(11)}
+    ) as resp:
+        assert resp.status == 431
+
+
 async def test_expect_100_continue_is_answered_only_when_the_request_would_be_taken(
     gateway: Gateway, port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
