@@ -4,16 +4,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CEREADER := tests/harness/cereader
+CEREADER_STAMP := $(CEREADER)/node_modules/.installed-stamp
 IMAGE_NAMESPACE ?= gateways
 IMAGE_TAG ?= latest
 KINDS := $(patsubst docker/%.Dockerfile,%,$(wildcard docker/*.Dockerfile))
 
-.PHONY: help install run test lint check types proto proto-check bench bench-smoke build-all clean
+.PHONY: help install js-reader run test lint check types proto proto-check bench bench-smoke build-all clean
 
 help:
 	@echo "make run        install, then run the calendar and webhook gateways standalone (CloudEvents on stdout)"
 	@echo "make test       install, then lint + types + every test + a smoke run of every benchmark"
-	@echo "make install    create $(VENV) with an editable install and the dev tools"
+	@echo "make install    create $(VENV) with an editable install and the dev tools, and the JS reader's packages"
 	@echo "make lint       ruff format --check, ruff check, import contracts"
 	@echo "make types      mypy --strict"
 	@echo "make proto      regenerate the gRPC stubs from proto/eventing.proto"
@@ -26,7 +28,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The JavaScript CloudEvents reader tests judge deliveries with: its packages exactly as locked.
+$(CEREADER_STAMP): $(CEREADER)/package-lock.json
+	cd $(CEREADER) && npm ci --no-audit --no-fund
+	touch $(CEREADER_STAMP)
+
+js-reader: $(CEREADER_STAMP)
+
+install: $(STAMP) $(CEREADER_STAMP)
 
 run: install
 	@echo "Standalone calendar and webhook gateways; CloudEvents appear below as JSON lines."
@@ -45,7 +54,7 @@ types: install
 
 check: lint types
 
-test: check
+test: check js-reader
 	$(VENV)/bin/pytest
 	$(MAKE) bench-smoke
 
