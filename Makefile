@@ -35,7 +35,7 @@ $(CEREADER_STAMP): $(CEREADER)/package-lock.json
 
 js-reader: $(CEREADER_STAMP)
 
-install: $(STAMP) $(CEREADER_STAMP)
+install: $(STAMP)
 
 run: install
 	@echo "Standalone calendar and webhook gateways; CloudEvents appear below as JSON lines."
