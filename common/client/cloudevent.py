@@ -14,9 +14,11 @@ attribute              value
                        offset, UTC as ``Z``, at most microseconds), else the receive time in UTC; a time that
                        does not parse or carries no offset counts as not sent
 ``datacontenttype``    ``event.content_type``; left out when the server sent none (or one that is not
-                       printable ASCII). A content type naming a CloudEvents format (one containing
-                       ``application/cloudevents``, any case) is sent as ``application/octet-stream``, so
-                       no payload can pass itself off as a CloudEvent to a subscriber
+                       printable ASCII). Sent as ``application/octet-stream`` instead: a content type
+                       naming a CloudEvents format (one containing ``application/cloudevents``, any case),
+                       so no payload can pass itself off as a CloudEvent to a subscriber, and a JSON
+                       content type on a payload that is not JSON (``common.client.jsontext``), which a
+                       subscriber's SDK would fail to parse
 ``origcontenttype``    the server's content type as sent, when it was relabelled so
 ``eventsubject``       the server's ``event.subject`` (what the event is about within its source), when
                        non-empty
@@ -33,7 +35,8 @@ Formats (:func:`encode`; the same body and headers serve HTTP and NATS):
 * ``STRUCTURED``: the body is the JSON event (``application/cloudevents+json; charset=utf-8``). A payload
   with a JSON ``datacontenttype`` (or none, which the JSON format reads as ``application/json``) that is
   RFC 8259 JSON nested at most 64 deep (``common.client.jsontext``) goes in ``data`` as its own text,
-  byte for byte; anything else goes in ``data_base64``; an empty payload gives an event without data.
+  byte for byte; anything else goes in ``data_base64``, as do ``null``, ``false``, ``0`` and ``""``,
+  which readers take for "no data"; an empty payload gives an event without data.
 * ``LEGACY``: the body is the Argo Events v0.11 envelope (:func:`legacy_envelope`) as compact JSON,
   with ``Content-Type: application/json``; a v0.11 sensor decodes it unchanged.
 """
@@ -50,7 +53,7 @@ from typing import Any
 
 from dateutil.parser import isoparse
 
-from common.client.jsontext import json_text
+from common.client.jsontext import json_text, reads_as_no_data
 from common.client.model import Format, GatewayIdentity, Message, ReceivedEvent
 from common.events import EXTENSION_NAME, RESERVED_ATTRIBUTES, header_value, rfc3339
 
@@ -87,7 +90,7 @@ def to_attributes(received: ReceivedEvent, gateway: GatewayIdentity) -> dict[str
     }
     sent = event.content_type
     if _PRINTABLE_ASCII.match(sent):
-        if CLOUDEVENTS_MEDIA in sent.lower():
+        if CLOUDEVENTS_MEDIA in sent.lower() or (_JSON_MEDIA.match(sent) and not _is_json(event.payload)):
             attributes["datacontenttype"] = RELABELLED_CONTENT_TYPE
         else:
             attributes["datacontenttype"] = sent
@@ -150,6 +153,12 @@ def _isoparse(text: str) -> datetime:
         return isoparse(text)
 
 
+def _is_json(payload: bytes) -> bool:
+    """Whether a payload labelled JSON is JSON as ``common.client.jsontext`` judges it (empty counts:
+    there is no data to misread)."""
+    return not payload or json_text(payload) is not None
+
+
 def _extensions(sent: dict[str, str]) -> dict[str, str]:
     """The server's extensions whose names CloudEvents 1.0 allows and that collide with nothing, by name."""
     taken = RESERVED_ATTRIBUTES | {"specversion", EVENT_SUBJECT, ORIGINAL_CONTENT_TYPE}
@@ -180,7 +189,7 @@ def _structured(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict
     else:
         content_type = attributes.get("datacontenttype")
         text = json_text(payload) if content_type is None or _JSON_MEDIA.match(content_type) else None
-        if text is not None:
+        if text is not None and not reads_as_no_data(text):
             body = f'{head[:-1]},"data":{text}}}'
         else:
             body = f'{head[:-1]},"data_base64":"{base64.b64encode(payload).decode("ascii")}"}}'

@@ -15,6 +15,7 @@ MAX_DEPTH = 64
 """Deepest nesting of arrays and objects embedded as JSON; deeper text goes as ``data_base64``."""
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_ZERO = re.compile(r"^-?0(?:\.0+)?(?:[eE][+-]?[0-9]+)?$")
 _INNERMOST = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
 _DECODER = json.JSONDecoder(
     parse_float=lambda _: None,  # validate, never convert: no float overflow, no int digit limit
@@ -26,8 +27,8 @@ _DECODER = json.JSONDecoder(
 
 
 def json_text(payload: bytes, *, max_depth: int = MAX_DEPTH) -> str | None:
-    """``payload`` as text when it is one RFC 8259 JSON value nested at most ``max_depth`` deep, and
-    not ``null`` (a reader takes ``"data": null`` for no data); else None."""
+    """``payload`` as text when it is one RFC 8259 JSON value nested at most ``max_depth`` deep; else
+    None."""
     try:
         text = payload.decode("utf-8")  # strict: no lone surrogates; a BOM stays and is refused below
     except UnicodeDecodeError:
@@ -38,9 +39,14 @@ def json_text(payload: bytes, *, max_depth: int = MAX_DEPTH) -> str | None:
         end = _value_end(text)
     except (ValueError, RecursionError):
         return None
-    if text[end:].strip(" \t\r\n") or text.strip(" \t\r\n") == "null":
-        return None
-    return text
+    return None if text[end:].strip(" \t\r\n") else text
+
+
+def reads_as_no_data(text: str) -> bool:
+    """Whether JSON ``text`` is a value readers take for "no data" in a structured event's ``data``:
+    ``null``, and (the JavaScript SDK tests truthiness) ``false``, ``0`` and ``""``."""
+    value = text.strip(" \t\r\n")
+    return value in ("null", "false", '""') or _ZERO.match(value) is not None
 
 
 def _value_end(text: str) -> int:

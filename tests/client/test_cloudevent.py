@@ -427,3 +427,26 @@ def test_a_legacy_event_from_an_old_server_carries_a_uuid_and_the_receive_time_i
 def test_a_whole_second_event_time_still_has_six_fractional_digits_in_the_legacy_envelope() -> None:
     context = legacy_envelope(_received(time="2019-11-08T15:52:03+01:00"), GATEWAY)["context"]
     assert context["eventTime"] == "2019-11-08T14:52:03.000000Z"
+
+
+@pytest.mark.parametrize(
+    "payload", [b"{not json", b"[1,", b"NaN", b"\xff\xfe", b"[" * 65 + b"]" * 65], ids=str
+)
+def test_a_json_label_on_a_payload_that_is_not_json_becomes_octet_stream(payload: bytes) -> None:
+    attributes = to_attributes(_received(payload=payload, content_type="application/json"), GATEWAY)
+    assert attributes["datacontenttype"] == "application/octet-stream"
+    assert attributes["origcontenttype"] == "application/json"
+
+
+@pytest.mark.parametrize("payload", [b"", b"{}", b'"text"', b"[" * 64 + b"]" * 64])
+def test_a_json_label_on_json_is_kept(payload: bytes) -> None:
+    attributes = to_attributes(_received(payload=payload, content_type="application/json"), GATEWAY)
+    assert attributes["datacontenttype"] == "application/json"
+    assert "origcontenttype" not in attributes
+
+
+@pytest.mark.parametrize("payload", [b"null", b"false", b"0", b"-0.0e5", b'""', b" 0 "])
+def test_json_that_readers_take_for_no_data_goes_as_data_base64(payload: bytes) -> None:
+    body = json.loads(encode(_full(payload), GATEWAY, Format.STRUCTURED).body)
+    assert base64.b64decode(body["data_base64"]) == payload
+    assert "data" not in body
