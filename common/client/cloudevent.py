@@ -36,7 +36,8 @@ Formats (:func:`encode`; the same body and headers serve HTTP and NATS):
   with a JSON ``datacontenttype`` (or none, which the JSON format reads as ``application/json``) that is
   RFC 8259 JSON nested at most 64 deep (``common.client.jsontext``) goes in ``data`` as its own text,
   byte for byte; anything else goes in ``data_base64``, as do ``null``, ``false``, ``0`` and ``""``,
-  which readers take for "no data"; an empty payload gives an event without data.
+  which readers take for "no data", and a lone number beyond a double's range
+  (``jsontext.embeddable``); an empty payload gives an event without data.
 * ``LEGACY``: the body is the Argo Events v0.11 envelope (:func:`legacy_envelope`) as compact JSON,
   with ``Content-Type: application/json``; a v0.11 sensor decodes it unchanged.
 """
@@ -53,7 +54,7 @@ from typing import Any
 
 from dateutil.parser import isoparse
 
-from common.client.jsontext import json_text, reads_as_no_data
+from common.client.jsontext import embeddable, json_text
 from common.client.model import Format, GatewayIdentity, Message, ReceivedEvent
 from common.events import EXTENSION_NAME, RESERVED_ATTRIBUTES, header_value, rfc3339
 
@@ -189,7 +190,7 @@ def _structured(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict
     else:
         content_type = attributes.get("datacontenttype")
         text = json_text(payload) if content_type is None or _JSON_MEDIA.match(content_type) else None
-        if text is not None and not reads_as_no_data(text):
+        if text is not None and embeddable(text):
             body = f'{head[:-1]},"data":{text}}}'
         else:
             body = f'{head[:-1]},"data_base64":"{base64.b64encode(payload).decode("ascii")}"}}'

@@ -8,6 +8,7 @@ bytes are JSON, asked without building what they describe.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -15,7 +16,6 @@ MAX_DEPTH = 64
 """Deepest nesting of arrays and objects embedded as JSON; deeper text goes as ``data_base64``."""
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_ZERO = re.compile(r"^-?0(?:\.0+)?(?:[eE][+-]?[0-9]+)?$")
 _INNERMOST = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
 _DECODER = json.JSONDecoder(
     parse_float=lambda _: None,  # validate, never convert: no float overflow, no int digit limit
@@ -42,11 +42,17 @@ def json_text(payload: bytes, *, max_depth: int = MAX_DEPTH) -> str | None:
     return None if text[end:].strip(" \t\r\n") else text
 
 
-def reads_as_no_data(text: str) -> bool:
-    """Whether JSON ``text`` is a value readers take for "no data" in a structured event's ``data``:
-    ``null``, and (the JavaScript SDK tests truthiness) ``false``, ``0`` and ``""``."""
+def embeddable(text: str) -> bool:
+    """Whether JSON ``text`` reads back as itself from a structured event's ``data``. Not so: values
+    readers take for "no data" (``null``; ``false``, ``0`` and ``""`` for the JavaScript SDK, which
+    tests truthiness), a lone number too small for a double (it reads as ``0``) and one beyond a
+    double's range, which a JavaScript reader holds as ``Infinity`` and its SDK refuses as data
+    (nested in an array or object, either is accepted)."""
     value = text.strip(" \t\r\n")
-    return value in ("null", "false", '""') or _ZERO.match(value) is not None
+    if value[:1] in "-0123456789":  # a lone number: as a reader holds it, a double
+        number = float(value)
+        return math.isfinite(number) and number != 0.0
+    return value not in ("null", "false", '""')
 
 
 def _value_end(text: str) -> int:

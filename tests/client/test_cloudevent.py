@@ -316,7 +316,7 @@ def test_structured_mode_puts_anything_but_json_in_data_base64(payload: bytes, c
         b"[" * 64 + b"]" * 64,
         b'{"dup": 1, "dup": 2}',
         b'"\\ud800"',
-        b"7" * 5000,
+        b"[" + b"7" * 5000 + b"]",
     ],
     ids=[
         "overflowing",
@@ -445,8 +445,10 @@ def test_a_json_label_on_json_is_kept(payload: bytes) -> None:
     assert "origcontenttype" not in attributes
 
 
-@pytest.mark.parametrize("payload", [b"null", b"false", b"0", b"-0.0e5", b'""', b" 0 "])
-def test_json_that_readers_take_for_no_data_goes_as_data_base64(payload: bytes) -> None:
+@pytest.mark.parametrize(
+    "payload", [b"null", b"false", b"0", b"-0.0e5", b'""', b" 0 ", b"1e400", b"-1e400", b"1e-400"]
+)
+def test_json_that_readers_take_for_no_data_or_cannot_hold_goes_as_data_base64(payload: bytes) -> None:
     body = json.loads(encode(_full(payload), GATEWAY, Format.STRUCTURED).body)
     assert base64.b64decode(body["data_base64"]) == payload
     assert "data" not in body
