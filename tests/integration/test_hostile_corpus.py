@@ -42,13 +42,8 @@ async def reader(tmp_path: Path) -> AsyncIterator[JsReader]:
 async def gateway(tmp_path: Path, reader: JsReader) -> AsyncIterator[tuple[Gateway, int]]:
     hook = free_port()
     config = tmp_path / "cm.yaml"
-    config.write_text(
-        configmap(
-            **{
-                SOURCE: f'endpoint: /corpus\nmethod: POST\nport: "{hook}"\nmaxBodyBytes: 3145728\nreadTimeout: 1s'
-            }
-        )
-    )
+    fields = f'endpoint: /corpus\nmethod: POST\nport: "{hook}"\nmaxBodyBytes: 3145728\nreadTimeout: 1s'
+    config.write_text(configmap(**{SOURCE: fields}))
     subscribers = [f"{reader.url}/{fmt}?format={fmt}" for fmt in FORMATS]
     gw = Gateway(tmp_path, config, subscribers)
     try:
