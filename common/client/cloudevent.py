@@ -54,7 +54,7 @@ from typing import Any
 
 from dateutil.parser import isoparse
 
-from common.client.jsontext import embeddable, json_text
+from common.client.jsontext import Payload, embeddable
 from common.client.model import Format, GatewayIdentity, Message, ReceivedEvent
 from common.events import EXTENSION_NAME, RESERVED_ATTRIBUTES, header_value, rfc3339
 
@@ -80,6 +80,10 @@ _JSON_MEDIA = re.compile(r"^\s*(application|text)/([a-z0-9!#$&^_.+-]+\+)?json\s*
 
 def to_attributes(received: ReceivedEvent, gateway: GatewayIdentity) -> dict[str, str]:
     """The CloudEvents 1.0 context and extension attributes of ``received``, as the module table lays out."""
+    return _attributes(received, gateway, Payload(received.event.payload))
+
+
+def _attributes(received: ReceivedEvent, gateway: GatewayIdentity, payload: Payload) -> dict[str, str]:
     event = received.event
     attributes = {
         "specversion": SPECVERSION,
@@ -91,7 +95,7 @@ def to_attributes(received: ReceivedEvent, gateway: GatewayIdentity) -> dict[str
     }
     sent = event.content_type
     if _PRINTABLE_ASCII.match(sent):
-        if CLOUDEVENTS_MEDIA in sent.lower() or (_JSON_MEDIA.match(sent) and not _is_json(event.payload)):
+        if CLOUDEVENTS_MEDIA in sent.lower() or (_JSON_MEDIA.match(sent) and not _is_json(payload)):
             attributes["datacontenttype"] = RELABELLED_CONTENT_TYPE
         else:
             attributes["datacontenttype"] = sent
@@ -107,8 +111,9 @@ def encode(
     received: ReceivedEvent, gateway: GatewayIdentity, fmt: Format, *, received_monotonic: float = 0.0
 ) -> Message:
     """``received`` written in ``fmt``, as an HTTP body and headers (also a NATS payload and headers)."""
-    attributes = to_attributes(received, gateway)
-    body, headers = _ENCODERS[fmt](attributes, received.event.payload)
+    payload = Payload(received.event.payload)
+    attributes = _attributes(received, gateway, payload)
+    body, headers = _ENCODERS[fmt](attributes, payload)
     return Message(
         event_id=attributes["id"],
         source=received.source,
@@ -154,10 +159,10 @@ def _isoparse(text: str) -> datetime:
         return isoparse(text)
 
 
-def _is_json(payload: bytes) -> bool:
+def _is_json(payload: Payload) -> bool:
     """Whether a payload labelled JSON is JSON as ``common.client.jsontext`` judges it (empty counts:
     there is no data to misread)."""
-    return not payload or json_text(payload) is not None
+    return not payload.data or payload.json is not None
 
 
 def _extensions(sent: dict[str, str]) -> dict[str, str]:
@@ -166,7 +171,7 @@ def _extensions(sent: dict[str, str]) -> dict[str, str]:
     return {name: sent[name] for name in sorted(sent) if EXTENSION_NAME.match(name) and name not in taken}
 
 
-def _binary(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict[str, str]]:
+def _binary(attributes: dict[str, str], payload: Payload) -> tuple[bytes, dict[str, str]]:
     """Binary mode: the payload as the body, unchanged; ``Content-Type`` and ``ce-*`` headers.
 
     Written here rather than through an SDK's binding, which builds and validates an event and
@@ -179,27 +184,27 @@ def _binary(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict[str
             headers["Content-Type"] = value
         else:
             headers[f"ce-{name}"] = header_value(value)
-    return payload, headers
+    return payload.data, headers
 
 
-def _structured(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict[str, str]]:
+def _structured(attributes: dict[str, str], payload: Payload) -> tuple[bytes, dict[str, str]]:
     """Structured mode: the JSON format, the payload embedded as its own text when it is JSON."""
     head = json.dumps(attributes, ensure_ascii=False, separators=(",", ":"))
-    if not payload:
+    if not payload.data:
         body = head
     else:
         content_type = attributes.get("datacontenttype")
-        text = json_text(payload) if content_type is None or _JSON_MEDIA.match(content_type) else None
+        text = payload.json if content_type is None or _JSON_MEDIA.match(content_type) else None
         if text is not None and embeddable(text):
             body = f'{head[:-1]},"data":{text}}}'
         else:
-            body = f'{head[:-1]},"data_base64":"{base64.b64encode(payload).decode("ascii")}"}}'
+            body = f'{head[:-1]},"data_base64":"{base64.b64encode(payload.data).decode("ascii")}"}}'
     return body.encode("utf-8"), {"Content-Type": STRUCTURED_CONTENT_TYPE}
 
 
-def _legacy(attributes: dict[str, str], payload: bytes) -> tuple[bytes, dict[str, str]]:
+def _legacy(attributes: dict[str, str], payload: Payload) -> tuple[bytes, dict[str, str]]:
     """Legacy mode: the v0.11 envelope, compact, as v0.11 posted it."""
-    body = json.dumps(_legacy_envelope(attributes, payload), separators=(",", ":")).encode()
+    body = json.dumps(_legacy_envelope(attributes, payload.data), separators=(",", ":")).encode()
     return body, {"Content-Type": DEFAULT_CONTENT_TYPE}
 
 
@@ -240,7 +245,7 @@ def _micro_time(text: str) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-_ENCODERS: dict[Format, Callable[[dict[str, str], bytes], tuple[bytes, dict[str, str]]]] = {
+_ENCODERS: dict[Format, Callable[[dict[str, str], Payload], tuple[bytes, dict[str, str]]]] = {
     Format.BINARY: _binary,
     Format.STRUCTURED: _structured,
     Format.LEGACY: _legacy,

@@ -16,7 +16,8 @@ MAX_DEPTH = 64
 """Deepest nesting of arrays and objects embedded as JSON; deeper text goes as ``data_base64``."""
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_INNERMOST = re.compile(r"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
 _DECODER = json.JSONDecoder(
     parse_float=lambda _: None,  # validate, never convert: no float overflow, no int digit limit
     parse_int=lambda _: None,
@@ -55,6 +56,24 @@ def embeddable(text: str) -> bool:
     return value not in ("null", "false", '""')
 
 
+class Payload:
+    """A payload and its JSON text, looked for at most once (``json_text``) however often it is asked."""
+
+    __slots__ = ("_looked", "_text", "data")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._text: str | None = None
+        self._looked = False
+
+    @property
+    def json(self) -> str | None:
+        """``json_text(self.data)``."""
+        if not self._looked:
+            self._text, self._looked = json_text(self.data), True
+        return self._text
+
+
 def _value_end(text: str) -> int:
     """Where the JSON value at the start of ``text`` (after RFC 8259 whitespace) ends."""
     start = len(text) - len(text.lstrip(" \t\r\n"))
@@ -66,19 +85,17 @@ def _shallow(text: str, max_depth: int) -> bool:
     """Whether arrays and objects in ``text`` nest at most ``max_depth`` deep and balance (strings
     ignored): each round strips the innermost brackets, so a deeper text has some left after
     ``max_depth`` rounds. Checked before parsing, so no depth reaches the parser's recursion."""
-    brackets = _STRING.sub("", text)
+    if text.count("[") + text.count("{") <= max_depth:  # the usual payload: no deeper than its brackets
+        return True
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
     for _ in range(max_depth):
-        if not _has_brackets(brackets):
+        if not brackets:
             return True
         reduced = _INNERMOST.sub("", brackets)
         if reduced == brackets:  # unbalanced outside strings: not JSON
             return False
         brackets = reduced
-    return not _has_brackets(brackets)
-
-
-def _has_brackets(text: str) -> bool:
-    return any(c in text for c in "[]{}")
+    return not brackets
 
 
 def _not_json(name: str) -> Any:
