@@ -320,8 +320,8 @@ class Lifecycle:
             self._status.set_phase(spec.name, spec.id, Phase.ERROR, f"event source is not valid: {details}")
             SourceLogger(_log, spec.name).error("Event source refused by the server: %s", details)
             return False
-        if code is grpc.StatusCode.UNAVAILABLE and "shutting down" not in details:
-            self._status.connected(False)
+        # One source's UNAVAILABLE (its port taken, a file not mounted yet) is that source's fault:
+        # whether the server is reachable is the channel's state, which the client watches.
         message = f"event source stream failed: {code.name}: {details}"
         self._status.set_phase(spec.name, spec.id, Phase.ERROR, message)
         SourceLogger(_log, spec.name).warning("%s", message)

@@ -342,3 +342,18 @@ async def test_a_fault_in_the_clients_own_task_shows_as_error_and_the_source_is_
             assert status.nodes["fragile"].restarts >= 1
         finally:
             await lifecycle.close()
+
+
+async def test_one_source_failing_unavailable_is_that_sources_error_not_the_servers(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, got = rig
+    status.config(True, "loaded")
+    await lifecycle.apply(
+        [spec("flaky", "count: 1\nend: unavailable"), spec("steady", "count: 0\nevery: 0.02")]
+    )
+    await got.until("flaky", 3)
+    await got.until("steady", 3)
+    assert status.nodes["flaky"].restarts >= 2
+    assert status.server_connected and status.ready
+    assert status.nodes["steady"].phase is Phase.RUNNING
