@@ -349,11 +349,15 @@ async def test_one_source_failing_unavailable_is_that_sources_error_not_the_serv
 ) -> None:
     lifecycle, status, got = rig
     status.config(True, "loaded")
+    said: list[bool] = []
+    record = status.connected
+    status.connected = lambda up: (said.append(up), record(up))[1]  # type: ignore[method-assign]
     await lifecycle.apply(
         [spec("flaky", "count: 1\nend: unavailable"), spec("steady", "count: 0\nevery: 0.02")]
     )
     await got.until("flaky", 3)
     await got.until("steady", 3)
     assert status.nodes["flaky"].restarts >= 2
+    assert False not in said, "a source's UNAVAILABLE never marks the server unreachable"
     assert status.server_connected and status.ready
     assert status.nodes["steady"].phase is Phase.RUNNING
