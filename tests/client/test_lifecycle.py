@@ -351,7 +351,12 @@ async def test_one_source_failing_unavailable_is_that_sources_error_not_the_serv
     status.config(True, "loaded")
     said: list[bool] = []
     record = status.connected
-    status.connected = lambda up: (said.append(up), record(up))[1]  # type: ignore[method-assign]
+
+    def connected(up: bool) -> None:
+        said.append(up)
+        record(up)
+
+    status.connected = connected  # type: ignore[method-assign]
     await lifecycle.apply(
         [spec("flaky", "count: 1\nend: unavailable"), spec("steady", "count: 0\nevery: 0.02")]
     )
