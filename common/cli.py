@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -48,38 +49,156 @@ from common.validate import validate_all
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+MAX_SECONDS = 3600.0
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_FORMATS)}")
+    return text
+
+
+def _seconds(text: str) -> float:
+    """A number of seconds from 0 to an hour (``nan``, ``inf`` and negatives refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= MAX_SECONDS:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to {MAX_SECONDS:g}")
+    return value
+
+
+def _port_or_off(text: str) -> int:
+    """A TCP port, 0 for any free one, or -1 for off."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not -1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is outside 0-65535 (or -1: off)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{value} must be from 1 to {2**32 - 1}")
+    return value
+
+
+def _host(text: str) -> str:
+    if not text or any(c.isspace() for c in text) or "/" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name or IP address")
+    return text
+
+
+def _server_address(text: str) -> str:
+    """``host:port`` (``[v6]:port`` for IPv6): the port is required, gRPC would otherwise dial 443."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or (":" in host and not (host.startswith("[") and host.endswith("]"))):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected host:port, e.g. localhost:9330")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
+    return text
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("gateways")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _global_args(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """Flags every command takes, before or after the command (the later one wins): the top-level
+    parser gives the defaults, a command's copy leaves the value alone unless the flag is given."""
+    parser.add_argument(
+        "--log-format",
+        type=_log_format,
+        metavar="FORMAT",
+        default="text" if defaults else argparse.SUPPRESS,
+        help="log lines: text (default) or json",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        default=None if defaults else argparse.SUPPRESS,
+        help="DEBUG, INFO (default), WARNING or ERROR",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="Event gateways, Argo Events v0.11 compatible."
     )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="log line format")
-    parser.add_argument("--log-level", default="", help="DEBUG, INFO (default), WARNING or ERROR")
+    parser.add_argument("--version", action="version", version=f"gateway {_version()}")
+    _global_args(parser, defaults=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = argparse.ArgumentParser(add_help=False)
+    _global_args(shared, defaults=False)
 
-    serve_cmd = commands.add_parser("serve", help="run a gateway server (the gRPC Eventing service)")
-    serve_cmd.add_argument("kind", help=f"gateway kind: {', '.join(available_kinds())}")
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    serve_cmd.add_argument("--port", default=None, help="gRPC port (default $GATEWAY_SERVER_PORT, else 9330)")
-    serve_cmd.add_argument("--grace", type=float, default=10.0, help="shutdown grace period in seconds")
-    serve_cmd.add_argument(
-        "--metrics-port", type=int, default=-1, help="serve the kind's Prometheus /metrics here (-1: off)"
+    serve_cmd = commands.add_parser(
+        "serve", parents=[shared], help="run a gateway server (the gRPC Eventing service)"
     )
-    serve_cmd.add_argument("--metrics-host", default="0.0.0.0", help="interface of the metrics port")
+    serve_cmd.add_argument("kind", help=f"gateway kind: {', '.join(available_kinds())}")
+    serve_cmd.add_argument(
+        "--host", type=_host, default="127.0.0.1", help="interface of the gRPC port (default 127.0.0.1)"
+    )
+    serve_cmd.add_argument("--port", default=None, help="gRPC port (default $GATEWAY_SERVER_PORT, else 9330)")
+    serve_cmd.add_argument(
+        "--grace", type=_seconds, default=10.0, metavar="SECONDS", help="shutdown grace period (default 10)"
+    )
+    serve_cmd.add_argument(
+        "--metrics-port",
+        type=_port_or_off,
+        default=-1,
+        metavar="PORT",
+        help="serve the server's and the kind's Prometheus /metrics here (-1: off)",
+    )
+    serve_cmd.add_argument(
+        "--metrics-host", type=_host, default="0.0.0.0", help="interface of the metrics port (default all)"
+    )
+    _listen_arg(serve_cmd)
     _gc_arg(serve_cmd)
 
-    validate_cmd = commands.add_parser("validate", help="validate a ConfigMap YAML of event sources")
+    validate_cmd = commands.add_parser(
+        "validate", parents=[shared], help="validate a ConfigMap YAML of event sources"
+    )
     validate_cmd.add_argument("kind")
     validate_cmd.add_argument("file", type=Path)
 
-    run_cmd = commands.add_parser("run", help="run a gateway standalone: server and client in one process")
+    run_cmd = commands.add_parser(
+        "run", parents=[shared], help="run a gateway standalone: server and client in one process"
+    )
     run_cmd.add_argument("kind")
     run_cmd.add_argument("--event-sources", type=Path, default=None, help="ConfigMap YAML (default: a demo)")
+    _listen_arg(run_cmd)
     _gc_arg(run_cmd)
-    _delivery_args(run_cmd, ops_default=-1)
+    _delivery_args(run_cmd, ops_default=-1, ops_host="127.0.0.1")
 
-    client_cmd = commands.add_parser("client", help="run the gateway client against a running server")
+    client_cmd = commands.add_parser(
+        "client", parents=[shared], help="run the gateway client against a running server"
+    )
     client_cmd.add_argument(
-        "--server", default=None, help="host:port (default localhost:$GATEWAY_SERVER_PORT)"
+        "--server",
+        type=_server_address,
+        default=None,
+        metavar="HOST:PORT",
+        help="the gateway server (default localhost:$GATEWAY_SERVER_PORT, else localhost:9330)",
     )
     client_cmd.add_argument(
         "--event-sources", type=Path, required=True, help="ConfigMap YAML of event sources"
@@ -87,9 +206,19 @@ def _parser() -> argparse.ArgumentParser:
     client_cmd.add_argument(
         "--kind", default="", help="the gateway kind, the CloudEvent type (default: from --name)"
     )
-    _delivery_args(client_cmd, ops_default=DEFAULT_OPS_PORT)
+    _delivery_args(client_cmd, ops_default=DEFAULT_OPS_PORT, ops_host="0.0.0.0")
     _gc_arg(client_cmd)
     return parser
+
+
+def _listen_arg(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--listen-host",
+        type=_host,
+        default=None,
+        metavar="HOST",
+        help="interface the kind's own listeners bind, e.g. webhook ports (default: all)",
+    )
 
 
 def _gc_arg(cmd: argparse.ArgumentParser) -> None:
@@ -101,7 +230,7 @@ def _gc_arg(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int) -> None:
+def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int, ops_host: str) -> None:
     cmd.add_argument(
         "--subscriber",
         action="append",
@@ -120,35 +249,45 @@ def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int) -> None:
     )
     cmd.add_argument(
         "--drain-grace",
-        type=float,
+        type=_seconds,
+        metavar="SECONDS",
         default=10.0,
         help="seconds a stop waits for sources to drain (the server writes what they hold)",
     )
     cmd.add_argument(
         "--grace",
-        type=float,
+        type=_seconds,
+        metavar="SECONDS",
         default=10.0,
         help="seconds a stop then waits for queued events to be delivered",
     )
     cmd.add_argument(
         "--max-unacked-events",
-        type=int,
+        type=_count,
         default=UnackedBound.events,
         metavar="N",
         help="events of one source held between answered and delivered (default 1000)",
     )
     cmd.add_argument(
         "--max-unacked-bytes",
-        type=int,
+        type=_count,
         default=UnackedBound.bytes,
         metavar="BYTES",
         help="the same bound in bytes (default 4194304)",
     )
     cmd.add_argument(
         "--ops-port",
-        type=int,
+        type=_port_or_off,
         default=ops_default,
-        help=f"/healthz /readyz /metrics port (-1: off; {ops_default})",
+        metavar="PORT",
+        help=f"/healthz /readyz /metrics port (-1: off; default {ops_default})",
+    )
+    cmd.add_argument(
+        "--ops-host",
+        type=_host,
+        default=ops_host,
+        metavar="HOST",
+        help=f"interface of the ops port (default {ops_host})",
     )
 
 
@@ -158,16 +297,7 @@ def _delivery(args: argparse.Namespace) -> DeliveryOptions:
 
 
 def _stopping(args: argparse.Namespace) -> dict[str, Any]:
-    """The client's stop settings from the flags; ``SettingsError`` naming a flag that cannot work."""
-    for flag, value in (("--drain-grace", args.drain_grace), ("--grace", args.grace)):
-        if not 0 <= value <= 3600:  # also refuses nan
-            raise SettingsError(f"{flag}: {value} is not a number of seconds from 0 to 3600")
-    for flag, value in (
-        ("--max-unacked-events", args.max_unacked_events),
-        ("--max-unacked-bytes", args.max_unacked_bytes),
-    ):
-        if not 1 <= value <= 2**32 - 1:
-            raise SettingsError(f"{flag}: {value} must be from 1 to {2**32 - 1}")
+    """The client's stop settings from the flags (each checked by its argparse type)."""
     return {
         "drain_grace": args.drain_grace,
         "grace_period": args.grace,
@@ -202,6 +332,7 @@ def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
         port=DEFAULT_SERVER_PORT if port is None else port,
         grace_period=args.grace,
         metrics_port=args.metrics_port,
+        listen_host=args.listen_host,
         gc=CollectorSettings(policy=args.gc),
         pod=pod,
     )
@@ -224,8 +355,14 @@ def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
 
 
 def _validate(kind: GatewayKind[Any], path: Path) -> int:
+    raw = path.read_bytes()
     try:
-        specs = parse_event_sources(path.read_text(), origin=str(path))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        print(f"INVALID {path}: not UTF-8 text (byte {exc.start}); expected a ConfigMap YAML")
+        return EXIT_FAILED
+    try:
+        specs = parse_event_sources(text, origin=str(path))
     except EventSourceFileError as exc:
         print(f"INVALID {path}: {exc}")
         return EXIT_FAILED
@@ -249,12 +386,12 @@ def _run(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
     gateway = gateway_identity(kind.name, args.name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
     gc = CollectorSettings(policy=args.gc)
-    settings = ClientSettings(ops_host="127.0.0.1", ops_port=args.ops_port, gc=gc, **_stopping(args))
+    settings = ClientSettings(ops_host=args.ops_host, ops_port=args.ops_port, gc=gc, **_stopping(args))
 
     async def main() -> None:
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        await run_standalone(kind, config, delivery, stop, settings=settings)
+        await run_standalone(kind, config, delivery, stop, settings=settings, listen_host=args.listen_host)
 
     asyncio.run(main())
     return EXIT_OK
@@ -268,7 +405,9 @@ def _client(args: argparse.Namespace) -> int:
     gateway = gateway_identity(kind_name, name)
     delivery = build_delivery(_delivery(args), gateway, sys.stdout)
     gc = CollectorSettings(policy=args.gc)
-    settings = ClientSettings(server=target, ops_port=args.ops_port, gc=gc, **_stopping(args))
+    settings = ClientSettings(
+        server=target, ops_host=args.ops_host, ops_port=args.ops_port, gc=gc, **_stopping(args)
+    )
     config = FileConfigSource(args.event_sources)
     kind = load_kind(kind_name) if kind_name in available_kinds() else None
     server_port = int(target.rsplit(":", 1)[1]) if target.rsplit(":", 1)[-1].isdigit() else 0

@@ -95,6 +95,8 @@ class GatewayKind(Generic[C]):
     """Event sources (ConfigMap YAML) that ``gateway run`` uses when given none."""
     close: Callable[[], Awaitable[None]] | None = None
     """Releases what the kind shares across sources (a webhook's listening ports) when the server stops."""
+    listen_on: Callable[[str], None] | None = None
+    """Sets the interface the kind's own listeners bind (``--listen-host``); None: it has none."""
     metrics: CollectorRegistry | None = None
     """The kind's own Prometheus metrics, served beside the client's (standalone) or on ``--metrics-port``."""
 

@@ -123,7 +123,11 @@ class ServerSettings:
     ops_port: int = DEFAULT_OPS_PORT
     """The client's ops port in the same pod: kept free, so no source may listen on it."""
     metrics_port: int = -1
-    """Where ``gateway serve`` exposes the kind's own metrics; -1 is off. Reserved like the ops port."""
+    """Where ``gateway serve`` exposes the server's and the kind's metrics; -1 is off. Reserved like the
+    ops port."""
+    listen_host: str | None = None
+    """The interface the kind's own listeners bind (the webhook's ports); None: every interface. A server
+    flag, not a config field: one port is shared by the sources on it."""
     max_pending_rpcs: int = 50_000
     """Calls gRPC may hold before the server accepts them. gRPC's own limits (1,000, hard 3,000)
     cancel calls when a client starts thousands of sources at once; this covers 10,000 and more."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.cli import main
+from tests.harness.processes import free_port, spawn, terminate, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,3 +182,90 @@ def test_a_stop_setting_that_cannot_work_is_a_usage_error_naming_its_flag(flag: 
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert flag in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _gateway(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "common.cli", *argv]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--log-level", "LOUD", "serve", "calendar"], "--log-level"),
+        (["serve", "calendar", "--log-level", "LOUD"], "--log-level"),
+        (["--log-format", "xml", "serve", "calendar"], "--log-format"),
+        (["client", "--event-sources", "x.yaml", "--ops-port", "70000"], "--ops-port"),
+        (["run", "calendar", "--ops-port", "many"], "--ops-port"),
+        (["serve", "calendar", "--grace", "-5"], "--grace"),
+        (["serve", "calendar", "--grace", "nan"], "--grace"),
+        (["serve", "calendar", "--metrics-port", "65536"], "--metrics-port"),
+        (["client", "--event-sources", "x.yaml", "--server", "127.0.0.1"], "--server"),
+        (["client", "--event-sources", "x.yaml", "--server", "host:0"], "--server"),
+        (["client", "--event-sources", "x.yaml", "--server", "::1:9330"], "--server"),
+        (["client", "--event-sources", "x.yaml", "--ops-host", "a b"], "--ops-host"),
+        (["serve", "webhook", "--listen-host", ""], "--listen-host"),
+    ],
+)
+def test_every_bad_flag_value_is_a_usage_error_naming_the_flag(argv: list[str], flag: str) -> None:
+    proc = _gateway(*argv)
+    assert proc.returncode == 2, proc.stderr
+    assert flag in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_global_flags_work_after_the_command_too(tmp_path: Path) -> None:
+    path = write(tmp_path, "a: {interval: 10s}\n")
+    proc = _gateway("validate", "calendar", str(path), "--log-format", "json", "--log-level", "debug")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["OK      a"]
+
+
+def test_version_prints_the_package_version() -> None:
+    proc = _gateway("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == "gateway 0.1.0"
+
+
+def test_a_server_address_with_a_port_is_accepted_in_ipv4_ipv6_and_name_forms() -> None:
+    from common.cli import _server_address
+
+    for address in ("127.0.0.1:9330", "[::1]:9330", "gateway.svc:1"):
+        assert _server_address(address) == address
+
+
+def test_validate_on_a_binary_file_says_what_it_expected_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "cm.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe")
+    proc = _gateway("validate", "calendar", str(path))
+    assert proc.returncode == 1
+    assert "not UTF-8 text" in proc.stdout and "expected a ConfigMap YAML" in proc.stdout
+    assert "Traceback" not in proc.stderr
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+async def test_listen_host_and_ops_host_bind_the_webhook_and_ops_ports_to_one_interface(
+    tmp_path: Path,
+) -> None:
+    hook, ops = free_port(), free_port()
+    config = write(tmp_path, f'h: {{endpoint: /h, method: POST, port: "{hook}"}}\n')
+    argv = ["run", "webhook", "--event-sources", str(config), "--listen-host", "127.0.0.2"]
+    argv += ["--ops-port", str(ops), "--ops-host", "127.0.0.2"]
+    proc = await spawn([sys.executable, "-m", "common.cli", *argv], tmp_path / "run.log")
+    try:
+        await wait_until(
+            lambda: _accepts("127.0.0.2", hook), what="the webhook port on 127.0.0.2", timeout=20
+        )
+        assert await _accepts("127.0.0.2", ops)
+        assert not await _accepts("127.0.0.1", hook), "the webhook port is bound to 127.0.0.2 only"
+        assert not await _accepts("127.0.0.1", ops), "the ops port is bound to 127.0.0.2 only"
+    finally:
+        assert await terminate(proc) == 0, (tmp_path / "run.log").read_text()

@@ -107,13 +107,14 @@ async def run_standalone(
     stop: asyncio.Event,
     *,
     settings: ClientSettings,
+    listen_host: str | None = None,
 ) -> None:
     """Serve ``kind`` on a free loopback port and run a client against it until ``stop`` is set; both
     share the process's garbage collector, paced by ``settings.gc``.
 
     On ``stop`` the client goes first: it drains every source over the control channel (the sources
     take nothing new: a webhook answers 503), delivers, and only then is the server stopped."""
-    server = GatewayServer(kind, ServerSettings(port=0, gc=settings.gc))
+    server = GatewayServer(kind, ServerSettings(port=0, gc=settings.gc, listen_host=listen_host))
     port = await server.start()
     try:
         client_settings = dataclasses.replace(settings, server=f"127.0.0.1:{port}")

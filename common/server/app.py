@@ -64,6 +64,14 @@ class GatewayServer:
             *WINDOW_OPTIONS,
         ]
         server = grpc.aio.server(options=options)
+        listen_host = self.settings.listen_host
+        if listen_host is not None:
+            if self.kind.listen_on is None:
+                _log.info(
+                    "The %s kind has no listeners of its own; --listen-host changes nothing.", self.kind.name
+                )
+            else:
+                self.kind.listen_on(listen_host)
         eventing_pb2_grpc.add_EventingServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         address = f"{self.settings.host}:{self.settings.port}"

@@ -28,6 +28,7 @@ KIND: GatewayKind[WebhookConfig] = GatewayKind(
     clashes=clashes,
     demo=DEMO,
     close=ROUTER.close,
+    listen_on=ROUTER.listen_on,
     metrics=REGISTRY,
 )
 

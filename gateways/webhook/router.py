@@ -130,6 +130,10 @@ class Router:
         self._locks: dict[int, asyncio.Lock] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
+    def listen_on(self, host: str) -> None:
+        """Bind ports opened from now on to ``host`` only (``--listen-host``)."""
+        self.host = host
+
     @property
     def ports(self) -> list[int]:
         """The ports being listened on."""
