@@ -34,6 +34,7 @@ from common.configmap import EventSourceFileError, parse_event_sources
 from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
 from common.metrics_http import MetricsServer
 from common.server.app import serve
+from common.server.metrics import REGISTRY as SERVER_REGISTRY
 from common.settings import (
     DEFAULT_SERVER_PORT,
     CollectorSettings,
@@ -341,8 +342,9 @@ def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         install_signal_handlers(stop)
         metrics = None
-        if args.metrics_port >= 0 and kind.metrics is not None:
-            metrics = MetricsServer((kind.metrics,), args.metrics_host, settings.metrics_port)
+        if args.metrics_port >= 0:
+            registries = (SERVER_REGISTRY, *((kind.metrics,) if kind.metrics is not None else ()))
+            metrics = MetricsServer(registries, args.metrics_host, settings.metrics_port)
             await metrics.start()
         try:
             await serve(kind, settings, stop)

@@ -26,6 +26,7 @@ from common.client.printer import Printer
 from common.client.subscribers import parse_subscriber
 from common.kinds import GatewayKind
 from common.server.app import GatewayServer
+from common.server.metrics import REGISTRY as SERVER_REGISTRY
 from common.settings import ServerSettings
 from common.validate import precheck_for
 
@@ -118,7 +119,7 @@ async def run_standalone(
     port = await server.start()
     try:
         client_settings = dataclasses.replace(settings, server=f"127.0.0.1:{port}")
-        registries = (kind.metrics,) if kind.metrics is not None else ()
+        registries = (SERVER_REGISTRY, *((kind.metrics,) if kind.metrics is not None else ()))
         await run_client(
             client_settings, config, delivery, stop, registries=registries, kind=kind, server_port=port
         )

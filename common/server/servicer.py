@@ -13,6 +13,7 @@ Two ways to stream a source, one session behind both:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ from common.kinds import (
 )
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2, eventing_pb2_grpc
+from common.server import metrics
 from common.server.channel import Channel
 from common.server.outcome import ShuttingDown
 from common.server.session import MAX_GROUP_EVENTS, Session
@@ -123,9 +125,11 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
     ) -> AsyncIterator[eventing_pb2.Event]:
         session = await self._open(request, context, window=None)
         cancelled = True
+        sent = metrics.EVENTS_SENT.labels(source=session.name)
         try:
             async for message in session.frames(MAX_GROUP_EVENTS if request.batches else 1):
                 yield message
+                sent.inc(len(message.batch) or 1)
             cancelled = False
         finally:
             await self._close(session, END_CANCELLED if cancelled else "")
@@ -148,10 +152,13 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             self._controls(requests, session), name=f"controls of event source {session.name!r}"
         )
         ended = False
+        sent = metrics.EVENTS_SENT.labels(source=session.name)
+        metrics.UNACKNOWLEDGED.labels(source=session.name).set_function(lambda: window.outstanding)
         try:
             limit = MAX_GROUP_EVENTS if start.source.batches else 1
             async for message in session.frames(limit):
                 yield eventing_pb2.StreamMessage(event=message)
+                sent.inc(len(message.batch) or 1)
             window.close()
             end = session.end()
             yield eventing_pb2.StreamMessage(end=eventing_pb2.StreamEnd(reason=end.details))
@@ -184,6 +191,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         session.start(self._kind)
         self._sessions.add(session)
         self._configs[name] = session
+        metrics.SOURCES_RUNNING.inc()
+        metrics.BUFFERED.labels(source=name).set_function(lambda: session.held)
         self._idle.clear()
         if self.collector is not None:
             self.collector.source_started()
@@ -233,6 +242,9 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             )
 
     async def _close(self, session: Session, end: str) -> None:
+        """After the stream, however it ended (``end``: why it broke off, "" when it ended itself)."""
+        code = grpc.StatusCode.CANCELLED if end else session.end().code
+        metrics.STREAM_ENDS.labels(code=code.name).inc()
         if end:
             if end == END_CANCELLED:
                 session.log.info("The client cancelled the stream; stopping the event source.")
@@ -276,6 +288,9 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         if session not in self._sessions:
             return False
         self._sessions.discard(session)
+        metrics.SOURCES_RUNNING.dec()
+        if self._configs.get(session.name) in (session, None):  # a restarted source keeps its labels
+            _forget_labels(session.name)
         if self.collector is not None:
             self.collector.source_ended()
         if self._configs.get(session.name) is session:
@@ -298,3 +313,10 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         for session in sessions:
             session.stop(END_SHUTDOWN)
         return len(sessions)
+
+
+def _forget_labels(source: str) -> None:
+    """Drop a stopped source's per-source gauges (their functions hold its session)."""
+    for gauge in (metrics.BUFFERED, metrics.UNACKNOWLEDGED):
+        with contextlib.suppress(KeyError):
+            gauge.remove(source)
