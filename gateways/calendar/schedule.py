@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -48,8 +49,23 @@ from common.durations import format_duration
 DEFAULT_HORIZON_DAYS = 3660
 """How far :func:`next_fire` looks ahead by default: ten years and a leap day or two."""
 
-_CRON_FIELDS = "minute hour day-of-month month day-of-week"
-_DAY_FIELDS = (2, 4)
+_CRON_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
+_DAY_OF_MONTH = 2
+_MONTH = 3
+_DAY_OF_WEEK = 4
+_NAMES = {
+    _MONTH: re.compile("JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"),
+    _DAY_OF_WEEK: re.compile("SUN|MON|TUE|WED|THU|FRI|SAT"),
+}
+"""Names a field may hold: stripped before looking for extensions, as ``JUL`` holds an ``L``."""
+_EXTENSIONS = {
+    "L": "last day or weekday of the month",
+    "W": "nearest weekday",
+    "#": "nth weekday of the month",
+    "R": "random",
+    "H": "hashed",
+}
+"""Syntax croniter reads beyond the 5-field cron of v0.11, refused as v0.11 refused it."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NS_PER_US = 1_000
 _CRON_CHECK_START = datetime(2000, 1, 1)
@@ -217,14 +233,33 @@ def _compile_cron(expression: str) -> _CronSpec:
     fields = expression.split()
     if len(fields) != 5:
         hint = " (descriptors such as @daily are not supported)" if expression.startswith("@") else ""
-        raise ScheduleError(f"schedule: expected 5 cron fields ({_CRON_FIELDS}), got {len(fields)}{hint}")
-    fields = ["*" if index in _DAY_FIELDS and field == "?" else field for index, field in enumerate(fields)]
+        names = " ".join(_CRON_FIELDS)
+        raise ScheduleError(f"schedule: expected 5 cron fields ({names}), got {len(fields)}{hint}")
+    problem = _extension_problem(fields)
+    if problem:
+        raise ScheduleError(f"schedule: invalid cron expression {expression!r}: {problem}")
+    fields = [
+        "*" if index in (_DAY_OF_MONTH, _DAY_OF_WEEK) and field == "?" else field
+        for index, field in enumerate(fields)
+    ]
     text = " ".join(fields)
     try:
         parsed = croniter(text, _CRON_CHECK_START, ret_type=datetime)
     except CroniterError as exc:
         raise ScheduleError(f"schedule: invalid cron expression {expression!r}: {exc}") from None
     return _CronSpec(text, every_hour=parsed.expanded[1] == ["*"])
+
+
+def _extension_problem(fields: list[str]) -> str | None:
+    """Which field uses syntax beyond v0.11's cron (``L``, ``W``, ``#``, ``R``, ``H``), if any."""
+    for index, field in enumerate(fields):
+        names = _NAMES.get(index)
+        bare = names.sub("", field.upper()) if names else field.upper()
+        for mark, meaning in _EXTENSIONS.items():
+            if mark in bare:
+                where = f"{_CRON_FIELDS[index]} field {field!r}"
+                return f"{where}: {mark!r} ({meaning}) is not supported, as in v0.11"
+    return None
 
 
 def _first_cron_slot(schedule: CronSchedule, start: _Start, limit: datetime) -> datetime | None:

@@ -133,6 +133,28 @@ def test_each_invalid_config_raises_a_config_error_naming_its_field(data: str, f
     assert all(message.strip() for message in problems[field])
 
 
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        (
+            "0 0 L * *",
+            "day-of-month field 'L': 'L' (last day or weekday of the month) is not supported, as in v0.11",
+        ),
+        ("0 0 15W * *", "day-of-month field '15W': 'W' (nearest weekday) is not supported, as in v0.11"),
+        (
+            "0 0 * * 5#3",
+            "day-of-week field '5#3': '#' (nth weekday of the month) is not supported, as in v0.11",
+        ),
+    ],
+)
+def test_a_cron_extension_that_v011_refused_is_invalid_and_names_the_cron_field(
+    schedule: str, problem: str
+) -> None:
+    assert problems_of(f"schedule: '{schedule}'") == {
+        "schedule": [f"invalid cron expression {schedule!r}: {problem}"]
+    }
+
+
 def test_an_unknown_timezone_is_invalid_and_names_the_field_and_the_zone() -> None:
     with pytest.raises(ConfigError) as caught:
         parse("interval: 1s\ntimezone: Mars/Olympus_Mons")

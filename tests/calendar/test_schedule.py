@@ -149,6 +149,46 @@ def test_the_29th_of_february_is_a_rare_but_real_date() -> None:
     assert next_fire(cron("0 0 29 2 *", UTC_ZONE), utc(2026, 3, 1), zone=UTC_ZONE) == utc(2028, 2, 29)
 
 
+# Cron syntax beyond v0.11
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("0 0 L * *", "day-of-month field 'L': 'L' (last day or weekday of the month) is not supported"),
+        ("0 0 15W * *", "day-of-month field '15W': 'W' (nearest weekday) is not supported"),
+        ("0 0 LW * *", "day-of-month field 'LW': 'L' (last day or weekday of the month) is not supported"),
+        ("0 0 1,L * *", "day-of-month field '1,L': 'L' (last day or weekday of the month) is not supported"),
+        ("0 0 * * 5L", "day-of-week field '5L': 'L' (last day or weekday of the month) is not supported"),
+        ("0 0 * * 5#3", "day-of-week field '5#3': '#' (nth weekday of the month) is not supported"),
+        ("0 0 * * fri#3", "day-of-week field 'fri#3': '#' (nth weekday of the month) is not supported"),
+        ("0 L * * *", "hour field 'L': 'L' (last day or weekday of the month) is not supported"),
+        ("R 0 * * *", "minute field 'R': 'R' (random) is not supported"),
+        ("H 0 * * *", "minute field 'H': 'H' (hashed) is not supported"),
+    ],
+)
+def test_cron_extensions_that_v011_refused_are_refused_naming_the_field(
+    expression: str, problem: str
+) -> None:
+    with pytest.raises(ScheduleError, match=r"^schedule: ") as caught:
+        parse_cron(expression, UTC_ZONE)
+    assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("expression", "after", "expected"),
+    [
+        ("0 0 * jul wed", utc(2026, 1, 1), utc(2026, 7, 1)),
+        ("0 0 * JUL-AUG SAT,SUN", utc(2026, 1, 1), utc(2026, 7, 4)),
+        ("0 0 1 apr *", utc(2026, 1, 1), utc(2026, 4, 1)),
+    ],
+)
+def test_month_and_day_names_holding_the_letters_l_and_w_are_still_names(
+    expression: str, after: datetime, expected: datetime
+) -> None:
+    assert next_fire(cron(expression, UTC_ZONE), after, zone=UTC_ZONE) == expected
+
+
 # Cron across DST (America/New_York: spring forward 2026-03-08 02:00, fall back 2026-11-01 02:00)
 
 
