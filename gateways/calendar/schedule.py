@@ -17,6 +17,10 @@ DST policy for cron (Vixie cron's):
 * A wall time that occurs twice (the fall-back fold): when the hour field matches every hour it
   fires at both instants; otherwise only at the first.
 
+Day fields follow Vixie cron (crontab(5) on Debian): when either day field starts with ``*``
+(``*``, ``*/2``; ``?`` counts as ``*``), a day must match both; otherwise (``1,15`` and ``5``)
+either.
+
 Intervals are instants (``offset + k * interval`` since the epoch) and do not see DST at all.
 
 RRULE/RDATE follow ``dateutil.rrule``: rules iterate wall times in the schedule's zone from an
@@ -119,9 +123,11 @@ Schedule = CronSchedule | IntervalSchedule | RecurrenceSchedule
 
 @dataclass(frozen=True)
 class _CronSpec:
-    """A checked cron expression, as croniter takes it, and whether its hour field is every hour."""
+    """A checked cron expression: the croniter expressions it matches, and if its hour is every hour."""
 
-    expression: str
+    streams: tuple[str, ...]
+    """Expressions croniter matches with the day fields ANDed; the cron matches their union. One
+    when a day field starts with ``*``; else two, one per day field with the other set to ``*``."""
     every_hour: bool
 
 
@@ -144,12 +150,7 @@ def parse_cron(expression: str, zone: ZoneInfo) -> CronSchedule:
     (``0 0 30 2 *``).
     """
     text = " ".join(expression.split())
-    spec = _compile_cron(text)
-    walls = croniter(spec.expression, _CRON_CHECK_START, ret_type=datetime)
-    try:
-        first = walls.get_next(datetime)
-    except CroniterBadDateError:
-        first = None
+    first = next(_cron_walls(_compile_cron(text), _CRON_CHECK_START), None)
     if first is None or first - _CRON_CHECK_START > timedelta(days=DEFAULT_HORIZON_DAYS):
         raise ScheduleError(f"schedule: cron expression {text!r} never matches (no such date, e.g. 30 Feb)")
     return CronSchedule(text, zone)
@@ -242,12 +243,16 @@ def _compile_cron(expression: str) -> _CronSpec:
         "*" if index in (_DAY_OF_MONTH, _DAY_OF_WEEK) and field == "?" else field
         for index, field in enumerate(fields)
     ]
-    text = " ".join(fields)
     try:
-        parsed = croniter(text, _CRON_CHECK_START, ret_type=datetime)
+        parsed = croniter(" ".join(fields), _CRON_CHECK_START)
     except CroniterError as exc:
         raise ScheduleError(f"schedule: invalid cron expression {expression!r}: {exc}") from None
-    return _CronSpec(text, every_hour=parsed.expanded[1] == ["*"])
+    every_hour = parsed.expanded[1] == ["*"]
+    if fields[_DAY_OF_MONTH].startswith("*") or fields[_DAY_OF_WEEK].startswith("*"):
+        return _CronSpec((" ".join(fields),), every_hour)
+    by_month_day = [*fields[:_DAY_OF_WEEK], "*"]
+    by_week_day = [*fields[:_DAY_OF_MONTH], "*", *fields[_DAY_OF_MONTH + 1 :]]
+    return _CronSpec((" ".join(by_month_day), " ".join(by_week_day)), every_hour)
 
 
 def _extension_problem(fields: list[str]) -> str | None:
@@ -298,7 +303,7 @@ def _cron_instants(spec: _CronSpec, zone: ZoneInfo, first_wall: datetime) -> Ite
 def _merge_repeats(spec: _CronSpec, zone: ZoneInfo, first_wall: datetime) -> Iterator[datetime]:
     """Fire instants in order, possibly with repeats of the same instant."""
     repeats: list[datetime] = []
-    for wall in _cron_walls(spec.expression, first_wall):
+    for wall in _cron_walls(spec, first_wall):
         first, second = _wall_fires(wall, zone, spec.every_hour)
         if first is None:
             continue
@@ -310,9 +315,14 @@ def _merge_repeats(spec: _CronSpec, zone: ZoneInfo, first_wall: datetime) -> Ite
     yield from sorted(repeats)
 
 
-def _cron_walls(expression: str, first_wall: datetime) -> Iterator[datetime]:
-    """Matching naive wall times after ``first_wall``, until croniter finds no more."""
-    walls = croniter(expression, first_wall, ret_type=datetime)
+def _cron_walls(spec: _CronSpec, first_wall: datetime) -> Iterator[datetime]:
+    """Matching naive wall times after ``first_wall``, in order and each once."""
+    return _unique(heapq.merge(*(_stream_walls(expression, first_wall) for expression in spec.streams)))
+
+
+def _stream_walls(expression: str, first_wall: datetime) -> Iterator[datetime]:
+    """Wall times after ``first_wall`` matching ``expression`` (day fields ANDed), until croniter ends."""
+    walls = croniter(expression, first_wall, ret_type=datetime, day_or=False)
     while True:
         try:
             yield walls.get_next(datetime)
@@ -320,13 +330,13 @@ def _cron_walls(expression: str, first_wall: datetime) -> Iterator[datetime]:
             return
 
 
-def _unique(instants: Iterable[datetime]) -> Iterator[datetime]:
-    """Drop consecutive repeats of the same instant."""
+def _unique(moments: Iterable[datetime]) -> Iterator[datetime]:
+    """Drop consecutive repeats of the same instant or wall time."""
     last: datetime | None = None
-    for instant in instants:
-        if instant != last:
-            yield instant
-        last = instant
+    for moment in moments:
+        if moment != last:
+            yield moment
+        last = moment
 
 
 def _wall_fires(wall: datetime, zone: ZoneInfo, every_hour: bool) -> tuple[datetime | None, datetime | None]:

@@ -149,6 +149,50 @@ def test_the_29th_of_february_is_a_rare_but_real_date() -> None:
     assert next_fire(cron("0 0 29 2 *", UTC_ZONE), utc(2026, 3, 1), zone=UTC_ZONE) == utc(2028, 2, 29)
 
 
+# Cron day fields (Vixie cron: AND when either day field starts with *, otherwise OR)
+#
+# The OR cases and the plain-star cases were cross-checked against the npm package cron-parser
+# 5.10.6, which gives the same days. cron-parser ORs a day field that starts with a star but is not
+# a lone star (*/2, */1); Vixie cron (and this code) ANDs it.
+
+
+def noon_days(expression: str, count: int) -> list[str]:
+    return [fire.date().isoformat() for fire in fires(cron(expression, UTC_ZONE), utc(2026, 1, 1), count)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("0 12 */2 * 1", ["2026-01-05", "2026-01-19", "2026-02-09", "2026-02-23"]),
+        ("0 12 1 * */2", ["2026-01-01", "2026-02-01", "2026-03-01", "2026-08-01"]),
+        ("0 12 */1 * 1", ["2026-01-05", "2026-01-12", "2026-01-19", "2026-01-26"]),
+        ("0 12 1 * */1", ["2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01"]),
+    ],
+)
+def test_a_day_field_starting_with_a_star_is_anded_with_the_other(
+    expression: str, expected: list[str]
+) -> None:
+    assert noon_days(expression, 4) == expected
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("0 12 1,15 * 5", ["2026-01-01", "2026-01-02", "2026-01-09", "2026-01-15", "2026-01-16"]),
+        ("0 12 13 * 5", ["2026-01-02", "2026-01-09", "2026-01-13", "2026-01-16", "2026-01-23"]),
+        ("0 12 1 * 0-6", ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]),
+        ("0 12 1-31 * 1", ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]),
+    ],
+)
+def test_two_day_fields_that_do_not_start_with_a_star_are_ored(expression: str, expected: list[str]) -> None:
+    assert noon_days(expression, 5) == expected
+
+
+@pytest.mark.parametrize("expression", ["0 12 * * 1", "0 12 ? * 1"])
+def test_a_star_or_question_mark_day_of_month_leaves_the_day_of_week_alone(expression: str) -> None:
+    assert noon_days(expression, 3) == ["2026-01-05", "2026-01-12", "2026-01-19"]
+
+
 # Cron syntax beyond v0.11
 
 
