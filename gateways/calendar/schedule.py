@@ -5,30 +5,28 @@ the Unix epoch, and an RFC 5545 recurrence (RRULE/RDATE). :func:`next_fire` retu
 strictly after a given instant, skipping EXDATE days, so feeding it the last fire never repeats a
 fire. Every search is bounded by a horizon (``horizon_days``, ten years by default).
 
-DST policy for cron (Vixie cron's):
+Cron follows Vixie cron (cron(8) on Debian) in two respects:
 
-* Cron fields are matched against local wall time in the schedule's zone.
-* A wall time that does not exist (the spring-forward gap): when the hour field matches every hour
-  (``*``, or anything covering all 24 hours such as ``*/1`` or ``0-23``) the slot is skipped, as
-  elapsed time is continuous and an hourly job still runs once an hour; otherwise (a fixed hour,
-  list, range or step) the slot fires once at the first instant after the gap (03:00 local in New
-  York). Several skipped slots collapse into that one fire, which is also the regular slot, if any,
-  at that instant.
-* A wall time that occurs twice (the fall-back fold): when the hour field matches every hour it
-  fires at both instants; otherwise only at the first.
-
-Day fields follow Vixie cron (crontab(5) on Debian): when either day field starts with ``*``
-(``*``, ``*/2``; ``?`` counts as ``*``), a day must match both; otherwise (``1,15`` and ``5``)
-either.
+* Day fields: when either day field starts with ``*`` (``*``, ``*/2``; ``?`` counts as ``*``), a
+  day must match both; otherwise (``1,15`` and ``5``) either.
+* DST: fields are matched against local wall time in the schedule's zone, and a job is a *wildcard
+  job* when its minute or its hour field starts with ``*`` (``*/20 2 * * *``, ``30 * * * *``,
+  ``0 */1 * * *``), a *fixed job* otherwise (``30 2 * * *``, ``0,20,40 2 * * *``, ``30 0-23 * * *``).
+  A wildcard job follows the clock: a wall time in the spring-forward gap never shows, so it does
+  not fire; one in the fall-back fold shows twice, so it fires at both instants. A fixed job fires
+  once: a wall time in the gap fires at the first instant after the gap (03:00 local in New York),
+  several gap slots and a regular slot at that instant being one fire, and a wall time in the fold
+  fires at its first instant only.
 
 Intervals are instants (``offset + k * interval`` since the epoch) and do not see DST at all.
 
 RRULE/RDATE follow ``dateutil.rrule``: rules iterate wall times in the schedule's zone from an
 aware DTSTART, so a daily 09:00 stays at 09:00 local across DST; a wall time a rule lands on in the
 spring-forward gap takes the pre-transition offset (02:30 on the New York spring-forward day fires at
-03:30 EDT) and one in the fall-back fold fires at its first occurrence. A rule whose parts can never
-match (``BYMONTH=2;BYMONTHDAY=30``) makes ``dateutil`` scan up to year 9999 before giving up: finite,
-but seconds for a daily or finer rule.
+07:30Z) and the fire carries that instant's real local time (03:30 EDT, never 02:30 EST); one in the
+fall-back fold fires at its first occurrence. A rule whose parts can never match
+(``BYMONTH=2;BYMONTHDAY=30``) makes ``dateutil`` scan up to year 9999 before giving up: finite, but
+seconds for a daily or finer rule.
 
 EXDATE days are calendar dates in the ``zone`` given to :func:`next_fire`; a fire whose local date
 is excluded is skipped, and the search resumes at the start of the next local day.
@@ -123,12 +121,13 @@ Schedule = CronSchedule | IntervalSchedule | RecurrenceSchedule
 
 @dataclass(frozen=True)
 class _CronSpec:
-    """A checked cron expression: the croniter expressions it matches, and if its hour is every hour."""
+    """A checked cron expression: the croniter expressions it matches, and how DST treats it."""
 
     streams: tuple[str, ...]
     """Expressions croniter matches with the day fields ANDed; the cron matches their union. One
     when a day field starts with ``*``; else two, one per day field with the other set to ``*``."""
-    every_hour: bool
+    wildcard: bool
+    """Whether the minute or the hour field starts with ``*`` (Vixie cron's wildcard job)."""
 
 
 @dataclass(frozen=True)
@@ -244,15 +243,15 @@ def _compile_cron(expression: str) -> _CronSpec:
         for index, field in enumerate(fields)
     ]
     try:
-        parsed = croniter(" ".join(fields), _CRON_CHECK_START)
+        croniter(" ".join(fields), _CRON_CHECK_START)
     except CroniterError as exc:
         raise ScheduleError(f"schedule: invalid cron expression {expression!r}: {exc}") from None
-    every_hour = parsed.expanded[1] == ["*"]
+    wildcard = fields[0].startswith("*") or fields[1].startswith("*")
     if fields[_DAY_OF_MONTH].startswith("*") or fields[_DAY_OF_WEEK].startswith("*"):
-        return _CronSpec((" ".join(fields),), every_hour)
+        return _CronSpec((" ".join(fields),), wildcard)
     by_month_day = [*fields[:_DAY_OF_WEEK], "*"]
     by_week_day = [*fields[:_DAY_OF_MONTH], "*", *fields[_DAY_OF_MONTH + 1 :]]
-    return _CronSpec((" ".join(by_month_day), " ".join(by_week_day)), every_hour)
+    return _CronSpec((" ".join(by_month_day), " ".join(by_week_day)), wildcard)
 
 
 def _extension_problem(fields: list[str]) -> str | None:
@@ -304,7 +303,7 @@ def _merge_repeats(spec: _CronSpec, zone: ZoneInfo, first_wall: datetime) -> Ite
     """Fire instants in order, possibly with repeats of the same instant."""
     repeats: list[datetime] = []
     for wall in _cron_walls(spec, first_wall):
-        first, second = _wall_fires(wall, zone, spec.every_hour)
+        first, second = _wall_fires(wall, zone, spec.wildcard)
         if first is None:
             continue
         while repeats and repeats[0] <= first:
@@ -339,14 +338,18 @@ def _unique(moments: Iterable[datetime]) -> Iterator[datetime]:
         last = moment
 
 
-def _wall_fires(wall: datetime, zone: ZoneInfo, every_hour: bool) -> tuple[datetime | None, datetime | None]:
-    """The (first, second) fire instants, in UTC, of a matching wall time, per the DST policy."""
+def _wall_fires(wall: datetime, zone: ZoneInfo, wildcard: bool) -> tuple[datetime | None, datetime | None]:
+    """The (first, second) fire instants, in UTC, of a matching wall time, per the DST policy.
+
+    A wildcard job fires whenever the clock shows the wall time: never in a gap, twice in a fold. A
+    fixed job fires once: at the end of a gap, at the first instant of a fold.
+    """
     first = wall.replace(tzinfo=zone, fold=0)
     second = wall.replace(tzinfo=zone, fold=1)
     if not _exists(first):
-        return (None, None) if every_hour else (_gap_end(wall, zone), None)
+        return (None, None) if wildcard else (_gap_end(wall, zone), None)
     repeated = first.utcoffset() != second.utcoffset()
-    return first.astimezone(UTC), (second.astimezone(UTC) if repeated and every_hour else None)
+    return first.astimezone(UTC), (second.astimezone(UTC) if repeated and wildcard else None)
 
 
 # Wall time and instants
@@ -426,13 +429,18 @@ def _from_epoch_ns(ns: int) -> datetime:
 
 
 def _first_recurrence_slot(schedule: RecurrenceSchedule, start: _Start, limit: datetime) -> datetime | None:
-    """The first RRULE/RDATE instant admitted by ``start``, up to ``limit``."""
+    """The first RRULE/RDATE instant (UTC) admitted by ``start``, up to ``limit``.
+
+    ``dateutil`` gives wall times in the zone; one in a gap (02:30 on a spring-forward day) reads
+    with the offset before it. Converted to UTC it is the instant that names, whose local time
+    (03:30) is what the fire carries.
+    """
     rules = _rule_set(schedule)
     try:
         slot = rules.after(start.instant, inc=start.inclusive)
     except ValueError as exc:
         raise ScheduleError(f"schedule: {describe(schedule)}: {exc}") from None
-    return slot if slot is not None and slot <= limit else None
+    return slot.astimezone(UTC) if slot is not None and slot <= limit else None
 
 
 @lru_cache(maxsize=64)

@@ -243,10 +243,29 @@ def test_a_fixed_hour_slot_in_the_spring_gap_fires_once_at_the_end_of_the_gap() 
     assert second.isoformat() == "2026-03-09T02:30:00-04:00"
 
 
-def test_several_slots_in_the_spring_gap_collapse_into_one_fire() -> None:
-    assert [fire.isoformat() for fire in fires(cron("*/20 2 * * *"), utc(2026, 3, 7, 12), 2, zone=NY)] == [
+def test_several_fixed_slots_in_the_spring_gap_collapse_into_one_fire() -> None:
+    assert [fire.isoformat() for fire in fires(cron("0,20,40 2 * * *"), utc(2026, 3, 7, 12), 2, zone=NY)] == [
         "2026-03-08T03:00:00-04:00",
         "2026-03-09T02:00:00-04:00",
+    ]
+
+
+def test_a_minute_wildcard_job_in_the_spring_gap_does_not_fire_that_day() -> None:
+    assert [fire.isoformat() for fire in fires(cron("*/20 2 * * *"), utc(2026, 3, 7, 12), 2, zone=NY)] == [
+        "2026-03-09T02:00:00-04:00",
+        "2026-03-09T02:20:00-04:00",
+    ]
+
+
+def test_a_minute_wildcard_job_in_the_fall_back_fold_fires_at_both_passes() -> None:
+    assert instants(fires(cron("*/20 1 * * *"), utc(2026, 11, 1, 4), 7, zone=NY)) == [
+        utc(2026, 11, 1, 5),
+        utc(2026, 11, 1, 5, 20),
+        utc(2026, 11, 1, 5, 40),
+        utc(2026, 11, 1, 6),
+        utc(2026, 11, 1, 6, 20),
+        utc(2026, 11, 1, 6, 40),
+        utc(2026, 11, 2, 6),
     ]
 
 
@@ -308,11 +327,27 @@ def test_fires_in_the_fold_come_out_in_time_order() -> None:
     assert instants(found) == sorted(instants(found))
 
 
-@pytest.mark.parametrize("expression", ["30 */1 * * *", "30 0-23 * * *"])
-def test_an_hour_field_covering_every_hour_follows_the_every_hour_policy(expression: str) -> None:
-    assert instants(fires(cron(expression), utc(2026, 11, 1, 5), 2, zone=NY)) == [
+def test_an_hour_field_starting_with_a_star_step_is_a_wildcard_job() -> None:
+    assert instants(fires(cron("30 */1 * * *"), utc(2026, 11, 1, 5), 2, zone=NY)) == [
         utc(2026, 11, 1, 5, 30),
         utc(2026, 11, 1, 6, 30),
+    ]
+
+
+@pytest.mark.parametrize("expression", ["30 0-23 * * *", "30 0-23/1 * * *", "30 0,1,2-23 * * *"])
+def test_an_hour_field_covering_every_hour_without_a_leading_star_is_a_fixed_job(expression: str) -> None:
+    assert instants(fires(cron(expression), utc(2026, 11, 1, 5), 2, zone=NY)) == [
+        utc(2026, 11, 1, 5, 30),
+        utc(2026, 11, 1, 7, 30),
+    ]
+
+
+def test_an_every_hour_range_in_the_spring_gap_fires_once_at_the_end_of_the_gap() -> None:
+    assert [
+        fire.isoformat() for fire in fires(cron("30 0-23 * * *"), utc(2026, 3, 8, 6, 45), 2, zone=NY)
+    ] == [
+        "2026-03-08T03:00:00-04:00",
+        "2026-03-08T03:30:00-04:00",
     ]
 
 
@@ -330,6 +365,8 @@ def test_a_slot_in_a_gap_at_midnight_fires_at_the_first_instant_of_the_day() -> 
     [
         (parse_cron("30 * * * *", NY), utc(2026, 11, 1, 3)),
         (parse_cron("*/20 2 * * *", NY), utc(2026, 3, 7)),
+        (parse_cron("0,20,40 2 * * *", NY), utc(2026, 3, 7)),
+        (parse_cron("*/20 1 * * *", NY), utc(2026, 10, 31)),
         (parse_cron("* * * * *", NY), utc(2026, 11, 1, 5, 50)),
         (IntervalSchedule(SECOND_NS // 2), utc(2026, 1, 1)),
         (RecurrenceSchedule(("FREQ=HOURLY",), (), datetime(2026, 11, 1, tzinfo=NY), NY), utc(2026, 11, 1, 3)),
