@@ -13,8 +13,9 @@ attribute              value
 ``time``               ``event.time`` when the server sent one (parsed and re-rendered RFC 3339 with its own
                        offset, UTC as ``Z``, at most microseconds), else the receive time in UTC; a time that
                        does not parse or carries no offset counts as not sent
-``datacontenttype``    ``event.content_type``; left out when the server sent none (or one that is not
-                       printable ASCII). Sent as ``application/octet-stream`` instead: a content type
+``datacontenttype``    ``event.content_type``; left out when the server sent none. Sent as
+                       ``application/octet-stream`` instead: one that is not printable ASCII (no
+                       attribute may hold a tab or a line break), a content type
                        naming a CloudEvents format (one containing ``application/cloudevents``, any case),
                        so no payload can pass itself off as a CloudEvent to a subscriber, and a JSON
                        content type on a payload that is not JSON (``common.client.jsontext``), which a
@@ -94,24 +95,33 @@ def _attributes(received: ReceivedEvent, gateway: GatewayIdentity, payload: Payl
         "time": _event_time(event.time, received.received_at),
     }
     sent = event.content_type
-    if _PRINTABLE_ASCII.match(sent):
-        if CLOUDEVENTS_MEDIA in sent.lower() or (_JSON_MEDIA.match(sent) and not _is_json(payload)):
+    if not _PRINTABLE_ASCII.match(sent):
+        if sent:  # sent, but no attribute can hold it (a tab, a line break): say only "bytes"
             attributes["datacontenttype"] = RELABELLED_CONTENT_TYPE
-        else:
-            attributes["datacontenttype"] = sent
+    elif CLOUDEVENTS_MEDIA in sent.lower() or (_JSON_MEDIA.match(sent) and not _is_json(payload)):
+        attributes["datacontenttype"] = RELABELLED_CONTENT_TYPE
+    else:
+        attributes["datacontenttype"] = sent
     if event.subject:
         attributes[EVENT_SUBJECT] = event.subject
     attributes.update(_extensions(dict(event.extensions)))
-    if attributes.get("datacontenttype") == RELABELLED_CONTENT_TYPE and sent != RELABELLED_CONTENT_TYPE:
+    relabelled = attributes.get("datacontenttype") == RELABELLED_CONTENT_TYPE != sent
+    if relabelled and _PRINTABLE_ASCII.match(sent):
         attributes[ORIGINAL_CONTENT_TYPE] = sent
     return attributes
 
 
 def encode(
-    received: ReceivedEvent, gateway: GatewayIdentity, fmt: Format, *, received_monotonic: float = 0.0
+    received: ReceivedEvent,
+    gateway: GatewayIdentity,
+    fmt: Format,
+    *,
+    received_monotonic: float = 0.0,
+    payload: Payload | None = None,
 ) -> Message:
-    """``received`` written in ``fmt``, as an HTTP body and headers (also a NATS payload and headers)."""
-    payload = Payload(received.event.payload)
+    """``received`` written in ``fmt``, as an HTTP body and headers (also a NATS payload and headers);
+    ``payload`` is ``received``'s, shared by its formats so its JSON text is looked for once."""
+    payload = payload or Payload(received.event.payload)
     attributes = _attributes(received, gateway, payload)
     body, headers = _ENCODERS[fmt](attributes, payload)
     return Message(
@@ -123,6 +133,13 @@ def encode(
         receipt=received.receipt,
         format=fmt,
     )
+
+
+def reads_json(received: ReceivedEvent) -> bool:
+    """Whether encoding ``received`` may look for its payload's JSON text (a JSON content type, or
+    none, which structured mode reads as JSON)."""
+    sent = received.event.content_type
+    return not sent or _JSON_MEDIA.match(sent) is not None
 
 
 def legacy_envelope(received: ReceivedEvent, gateway: GatewayIdentity) -> dict[str, Any]:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects embedded as JSON; deeper text goes as ``data_base64``."""
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
+"""A JSON string, possessively, its closing quote optional: an unterminated one runs to the end of the
+text in one match, so no input makes stripping strings quadratic."""
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_INNERMOST = re.compile(r"\[\]|\{\}")
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _DECODER = json.JSONDecoder(
     parse_float=lambda _: None,  # validate, never convert: no float overflow, no int digit limit
     parse_int=lambda _: None,
@@ -83,19 +86,13 @@ def _value_end(text: str) -> int:
 
 def _shallow(text: str, max_depth: int) -> bool:
     """Whether arrays and objects in ``text`` nest at most ``max_depth`` deep and balance (strings
-    ignored): each round strips the innermost brackets, so a deeper text has some left after
-    ``max_depth`` rounds. Checked before parsing, so no depth reaches the parser's recursion."""
+    ignored), in linear time whatever the text: checked before parsing, so no depth reaches the
+    parser's recursion and no payload can make the check itself slow."""
     if text.count("[") + text.count("{") <= max_depth:  # the usual payload: no deeper than its brackets
         return True
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    for _ in range(max_depth):
-        if not brackets:
-            return True
-        reduced = _INNERMOST.sub("", brackets)
-        if reduced == brackets:  # unbalanced outside strings: not JSON
-            return False
-        brackets = reduced
-    return not brackets
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii")
+    depth = max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+    return depth <= max_depth
 
 
 def _not_json(name: str) -> Any:

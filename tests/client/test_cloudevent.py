@@ -108,9 +108,17 @@ def test_a_server_time_without_an_offset_or_that_does_not_parse_gives_way_to_the
     assert to_attributes(_received(time=sent), GATEWAY)["time"] == "2019-11-08T14:52:04.250000Z"
 
 
-def test_a_content_type_that_cannot_be_a_header_is_left_out() -> None:
-    received = _received(content_type="text/plain\r\nX-Injected: 1")
-    assert "datacontenttype" not in to_attributes(received, GATEWAY)
+@pytest.mark.parametrize(
+    "sent", ["text/plain\r\nX-Injected: 1", "application/cloudevents+json;\tcharset=utf-8", "image/png;\tx=1"]
+)
+def test_a_content_type_no_attribute_can_hold_becomes_octet_stream(sent: str) -> None:
+    attributes = to_attributes(_received(payload=b'{"a": 1}', content_type=sent), GATEWAY)
+    assert attributes["datacontenttype"] == "application/octet-stream"
+    assert "origcontenttype" not in attributes
+    body = json.loads(
+        encode(_received(payload=b'{"a": 1}', content_type=sent), GATEWAY, Format.STRUCTURED).body
+    )
+    assert "data" not in body and base64.b64decode(body["data_base64"]) == b'{"a": 1}'
 
 
 @pytest.mark.parametrize(

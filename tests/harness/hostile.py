@@ -172,6 +172,7 @@ def corpus(endpoint: str, seed: int = 2026, size: int = 1000) -> list[Case]:
         lambda: _forged(b),
         lambda: _header_tricks(b),
         lambda: _framing(b),
+        lambda: _costly(b),
     ]
     while len(b.cases) < size:
         rng.choice(generators)()
@@ -240,6 +241,13 @@ def _forged(b: _Builder) -> None:
             (b"ce-type", b"x"),
         ]
     b.add("forged", body.encode(), ct, headers=extra)
+
+
+def _costly(b: _Builder) -> None:
+    """Small bodies that cost a naive JSON check quadratic time (minutes for tens of KiB)."""
+    n = b.rng.choice([5_000, 20_000])
+    body = b.rng.choice([b"[" * 65 + b'"' + b'\\"' * n, b"[" * 65 + b'"' * n, b'["' + b"\\" * n])
+    b.add("costly-json", body, b.rng.choice([b"application/json", None]), request_id=_rid(b))
 
 
 def _header_tricks(b: _Builder) -> None:

@@ -100,8 +100,28 @@ def test_without_a_usable_delivery_header_the_id_is_fresh() -> None:
 
 @pytest.mark.parametrize(
     "sent",
-    [None, "", "text/plain; x=\u00e9", "json", "application/json; x", "a/b c", "text/plain\r\nX-Injected: 1"],
-    ids=["none", "empty", "not-ascii", "no-subtype", "bare-parameter", "space", "injected"],
+    [
+        None,
+        "",
+        "text/plain; x=\u00e9",
+        "json",
+        "application/json; x",
+        "a/b c",
+        "text/plain\r\nX-Injected: 1",
+        "application/cloudevents+json;\tcharset=utf-8",
+        'text/plain; a="x\ty"',
+    ],
+    ids=[
+        "none",
+        "empty",
+        "not-ascii",
+        "no-subtype",
+        "bare-parameter",
+        "space",
+        "injected",
+        "tab",
+        "quoted-tab",
+    ],
 )
 def test_a_body_without_a_valid_content_type_is_labelled_octet_stream(sent: str | None) -> None:
     headers = () if sent is None else (("content-type", sent),)
