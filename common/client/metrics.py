@@ -38,4 +38,16 @@ DELIVERY_LATENCY = Histogram(
 QUEUE_DEPTH = Gauge(
     "gateway_delivery_queue_depth", "Events waiting for a subscriber.", ["subscriber"], registry=REGISTRY
 )
+SUBSCRIBER_UP = Gauge(
+    "gateway_subscriber_up",
+    "1 while a subscriber is reachable and its last delivery attempt did not fail to be retried; else 0.",
+    ["subscriber"],
+    registry=REGISTRY,
+)
+LAST_SUCCESS = Gauge(
+    "gateway_subscriber_last_success_timestamp_seconds",
+    "When a subscriber last accepted an event (Unix time); 0 before the first.",
+    ["subscriber"],
+    registry=REGISTRY,
+)
 SOURCES = Gauge("gateway_event_sources", "Event sources by phase.", ["phase"], registry=REGISTRY)

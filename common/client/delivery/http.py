@@ -10,13 +10,17 @@ closed them). Redirects are not followed: re-POSTing an event elsewhere is the o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+from yarl import URL
 
+from common import tasks
 from common.client.delivery.errors import PermanentDeliveryError, Progress, RetryableDeliveryError
 from common.client.delivery.settings import DeliverySettings
 from common.client.model import Message
@@ -39,6 +43,9 @@ class HttpTransport:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._reachable = False
+        self.problem: str | None = None
+        """Why the subscriber could not be reached at the last contact; None once it was."""
+        self._probe: asyncio.Task[None] | None = None
         self.max_batch = 1
         """One message per send: each is its own request anyway, and a lane that is told to stop
         stops between two requests, so each event's outcome is known."""
@@ -57,6 +64,28 @@ class HttpTransport:
             connector = aiohttp.TCPConnector(limit=0)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
             self._reachable = True
+            self._probe = tasks.start(self._look(), name=f"look for {self._spec.display}", logger=_log)
+
+    async def _look(self) -> None:
+        """Open (and close) one TCP connection at start, so a subscriber that is down says so at once,
+        in the log and in status, rather than at the first event."""
+        url = URL(self._spec.address)
+        try:
+            async with asyncio.timeout(self._settings.request_timeout):
+                _, writer = await asyncio.open_connection(url.host, url.port)
+        except (OSError, TimeoutError) as exc:
+            if self.problem is None and self._reachable:  # no request has told otherwise yet
+                self._reachable = False
+                self.problem = f"cannot connect: {_describe(exc)}"
+                _log.warning(
+                    "Subscriber %s is not reachable (%s); events are queued and retried until it is.",
+                    self._spec.display,
+                    self.problem,
+                )
+            return
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
 
     async def send(self, batch: Sequence[Message], progress: Progress) -> None:
         """POST each message in order, telling ``progress`` after each; on a failure, the error's
@@ -67,6 +96,9 @@ class HttpTransport:
 
     async def close(self) -> None:
         """Close the session and its pooled connections."""
+        if self._probe is not None:
+            await tasks.stop(self._probe, timeout=1.0, logger=_log)
+            self._probe = None
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
@@ -86,16 +118,16 @@ class HttpTransport:
                 text = await response.read()
                 status, retry_after = response.status, response.headers.get("Retry-After")
         except TimeoutError as exc:
-            self._reachable = False
+            self._reachable, self.problem = False, f"no answer within {self._settings.request_timeout:g}s"
             raise RetryableDeliveryError(
                 display, f"no answer within {self._settings.request_timeout:g}s", accepted=accepted
             ) from exc
         except aiohttp.ClientError as exc:
-            self._reachable = False
+            self._reachable, self.problem = False, f"request failed: {type(exc).__name__}: {exc}"
             raise RetryableDeliveryError(
                 display, f"request failed: {type(exc).__name__}: {exc}", accepted=accepted
             ) from exc
-        self._reachable = True
+        self._reachable, self.problem = True, None
         if 200 <= status < 300:
             return
         said = f"HTTP {status}: {_snippet(text)}"
@@ -125,3 +157,8 @@ def parse_retry_after(value: str | None, *, cap: float, now: datetime | None = N
 def _snippet(body: bytes, limit: int = 200) -> str:
     text = body.decode("utf-8", "replace").strip()
     return (text[:limit] + "...") if len(text) > limit else (text or "(no body)")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

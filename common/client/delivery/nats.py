@@ -52,6 +52,8 @@ class NatsTransport:
         self._connecting: asyncio.Task[None] | None = None
         self._up = asyncio.Event()
         self._closing = False
+        self.problem: str | None = None
+        """Why the connection is down, as nats-py last said; None while it is up."""
 
     @property
     def connected(self) -> bool:
@@ -102,6 +104,7 @@ class NatsTransport:
             reconnected_cb=self._on_reconnected,
         )
         self._up.set()
+        self.problem = None
         _log.info("Connected to %s.", self._spec.display)
 
     async def _ready(self) -> None:
@@ -185,9 +188,19 @@ class NatsTransport:
         return subject_for(self._spec, self._gateway, message.source)
 
     async def _on_error(self, exc: Exception) -> None:
-        # Connection faults show as the disconnect and reconnect lines; anything else is news.
-        level = logging.DEBUG if isinstance(exc, _CONNECTION_FAULTS) else logging.WARNING
-        _log.log(level, "NATS connection to %s reports: %s", self._spec.display, _describe(exc))
+        described = _describe(exc)
+        if isinstance(exc, _CONNECTION_FAULTS):
+            # Said once per new reason while down (nats-py retries every couple of seconds), so a
+            # subscriber down at start is reported at once, not after the first event's timeout.
+            if not self._nc.is_connected and described != self.problem:
+                _log.warning(
+                    "Cannot connect to %s: %s; retrying (events wait in the queue).",
+                    self._spec.display,
+                    described,
+                )
+            self.problem = described if not self._nc.is_connected else self.problem
+            return
+        _log.warning("NATS connection to %s reports: %s", self._spec.display, described)
 
     async def _on_disconnected(self) -> None:
         self._up.clear()
@@ -196,6 +209,7 @@ class NatsTransport:
 
     async def _on_reconnected(self) -> None:
         self._up.set()
+        self.problem = None
         _log.info("Reconnected to %s.", self._spec.display)
 
 

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol, TypedDict
 
 from prometheus_client import Counter as PromCounter
@@ -41,7 +42,9 @@ from common.client.metrics import (
     DELIVERY_RETRIES,
     EVENTS_DELIVERED,
     EVENTS_DROPPED,
+    LAST_SUCCESS,
     QUEUE_DEPTH,
+    SUBSCRIBER_UP,
 )
 from common.client.model import Message, ReceivedEvent
 from common.client.subscribers import SubscriberSpec
@@ -57,6 +60,10 @@ class Transport(Protocol):
     """``http``, ``nats`` or ``jetstream``."""
     max_batch: int
     """Most messages handed to one ``send``."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the subscriber cannot be reached, when the transport knows (e.g. at start)."""
 
     @property
     def connected(self) -> bool:
@@ -90,6 +97,10 @@ class SubscriberStatus(TypedDict):
     delivered: int
     retried: int
     dropped: dict[str, int]
+    up: bool
+    """Reachable, and no delivery is waiting out a retry (``gateway_subscriber_up``)."""
+    last_success: str | None
+    """When it last accepted an event (RFC 3339, UTC), None before the first."""
 
 
 @dataclass(eq=False)
@@ -134,6 +145,11 @@ class Subscriber:
         self._delivered = 0
         self._retried = 0
         self._dropped: Counter[str] = Counter()
+        self._failing = False
+        """The latest delivery attempt failed and is being retried."""
+        self._last_success: float | None = None
+        self._last_success_gauge = LAST_SUCCESS.labels(subscriber=spec.display)
+        SUBSCRIBER_UP.labels(subscriber=spec.display).set_function(lambda: 1.0 if self.up else 0.0)
         self._depth = QUEUE_DEPTH.labels(subscriber=spec.display)
         self._latency = DELIVERY_LATENCY.labels(subscriber=spec.display)
         self._early = settings.when_full == "drop"
@@ -143,6 +159,11 @@ class Subscriber:
     def display(self) -> str:
         """The subscriber URL without credentials."""
         return self.spec.display
+
+    @property
+    def up(self) -> bool:
+        """Reachable (as far as the transport knows) and not retrying a failed delivery."""
+        return self._transport.connected and not self._failing
 
     async def start(self) -> None:
         """Open the transport (a peer that is down is retried on delivery, not waited for here)."""
@@ -199,11 +220,13 @@ class Subscriber:
         return SubscriberStatus(
             subscriber=self.display,
             connected=self._transport.connected,
-            last_error=self._last_error,
+            last_error=self._last_error or self._transport.problem,
             queued=sum(lane.queue.qsize() + lane.in_flight for lane in self._lanes.values()),
             delivered=self._delivered,
             retried=self._retried,
             dropped=dict(sorted(self._dropped.items())),
+            up=self.up,
+            last_success=None if self._last_success is None else _utc(self._last_success),
         )
 
     def _lane(self, source: str, *, create: bool = True) -> _Lane:
@@ -305,15 +328,18 @@ class Subscriber:
             error = RetryableDeliveryError(self.display, f"unexpected error: {exc!r}", accepted=taken)
         else:
             progress(len(sending))
-            self._last_error = None
+            self._last_error, self._failing = None, False
             if attempt > 1:
                 lane.log.info("%s: attempt #%d succeeded.", what, attempt)
             return None
         progress(error.accepted)
-        self._last_error = error.detail
+        self._last_error, self._failing = error.detail, True
         return error
 
     def _settle(self, lane: _Lane, flight: list[Message], count: int) -> None:
+        if count > 0:
+            self._last_success = time.time()
+            self._last_success_gauge.set(self._last_success)
         """The first ``count`` messages of ``flight`` were accepted."""
         if count <= 0:
             return
@@ -387,3 +413,7 @@ class Subscriber:
             left.append(lane.queue.get_nowait())
             lane.queue.task_done()
         self._drop(lane, left, "shutdown", "stopped before they could be delivered")
+
+
+def _utc(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
