@@ -6,6 +6,7 @@ import ast
 import asyncio
 import dataclasses
 import itertools
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -308,3 +309,21 @@ def test_bad_delivery_settings_are_all_named_at_once() -> None:
     with pytest.raises(ConfigError) as caught:
         DeliverySettings(queue_size=0, when_full="spill", request_timeout=0)  # type: ignore[arg-type]
     assert set(caught.value.problems) == {"queue_size", "when_full", "request_timeout"}
+
+
+async def test_a_flood_of_drops_is_logged_as_one_line_then_a_summary_counting_every_drop(
+    sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    sink.gate.clear()
+    settings = DeliverySettings(queue_size=1, when_full="drop", retry=FAST.retry)
+    async with subscriber(sink.url, settings, grace=0.05) as sub:
+        await sub.put(message("src", 0))
+        await sink.wait_for(1)
+        for n in range(1, 502):
+            await sub.put(message("src", n))  # src-1 fills the queue; the other 500 are dropped
+        assert sub.status()["dropped"] == {"queue_full": 500}
+    lines = [r.getMessage() for r in caplog.records if "queue_full" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("Dropped 1 event(s)")
+    assert lines[1] == f"Dropped 499 more event(s) for {sub.display} (queue_full) since the previous report."

@@ -51,6 +51,9 @@ from common.client.subscribers import SubscriberSpec
 from common.logs import SourceLogger
 
 _log = logging.getLogger(__name__)
+DROP_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about one lane's drops for one reason; what falls between is summed
+into the next line (every drop is counted in ``gateway_events_dropped_total`` as it happens)."""
 
 
 class Transport(Protocol):
@@ -118,6 +121,10 @@ class _Lane:
     closed: bool = False
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the lane is stopped: wakes workers out of a retry delay."""
+    logged: dict[str, float] = field(default_factory=dict)
+    """Per drop reason, when a drop was last logged."""
+    unlogged: Counter[str] = field(default_factory=Counter)
+    """Per drop reason, drops counted since then but not logged yet (one line per ``DROP_LOG_INTERVAL``)."""
 
     @property
     def in_flight(self) -> int:
@@ -375,9 +382,26 @@ class Subscriber:
                     message.receipt.abandon()
                 else:
                     message.receipt.settle()
+        now = time.monotonic()
+        if reason != "shutdown" and now - lane.logged.get(reason, -DROP_LOG_INTERVAL) < DROP_LOG_INTERVAL:
+            lane.unlogged[reason] += count  # a flood (a full queue, a subscriber refusing all): summed
+            return
+        lane.logged[reason] = now
         ids = ", ".join(m.event_id for m in messages[:10]) + (f" and {count - 10} more" if count > 10 else "")
+        earlier = lane.unlogged.pop(reason, 0)
+        since = f"; {earlier} more dropped for {reason} since the previous report" if earlier else ""
         level = logging.WARNING if reason in ("shutdown", "queue_full") else logging.ERROR
-        lane.log.log(level, "Dropped %d event(s) for %s (%s: %s): %s", count, self.display, reason, why, ids)
+        lane.log.log(
+            level, "Dropped %d event(s) for %s (%s: %s): %s%s", count, self.display, reason, why, ids, since
+        )
+
+    def _report_unlogged(self, lane: _Lane) -> None:
+        """Log the drops a stopped lane counted but had not reported yet."""
+        for reason, count in sorted(lane.unlogged.items()):
+            lane.log.warning(
+                "Dropped %d more event(s) for %s (%s) since the previous report.", count, self.display, reason
+            )
+        lane.unlogged.clear()
 
     async def _drain(self, lanes: Sequence[_Lane], grace: float) -> None:
         try:
@@ -403,6 +427,7 @@ class Subscriber:
         # All at once: a worker still running would take the next queued message while another stops.
         await asyncio.gather(*(tasks.stop(w, timeout=timeout, logger=lane.log) for w in lane.workers))
         self._discard(lane)
+        self._report_unlogged(lane)
 
     def _discard(self, lane: _Lane) -> None:
         """Drop what a stopped lane still holds."""
