@@ -29,6 +29,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from common import tasks
 from common.errors import SourceUnavailable
 from common.kinds import GONE_AT_ONCE
+from gateways.webhook import metrics
 from gateways.webhook.config import TlsFiles, WebhookConfig
 from gateways.webhook.handler import PortHandler
 from gateways.webhook.route import Logger, Route
@@ -49,17 +50,25 @@ LINGERING_TIME = 2.0
 
 class _ServerLog(logging.LoggerAdapter[logging.Logger]):
     """aiohttp logs each malformed request as an error with a traceback. On a port open to the internet
-    those are scanners and broken clients, not faults of the gateway: one debug line each. Anything
-    else (a failure in the handler) stays an error with its traceback."""
+    those are scanners and broken clients, not faults of the gateway: one debug line each, and the
+    parser's 400 counted in ``webhook_responses_total`` like every other answer. Anything else (a
+    failure in the handler) stays an error with its traceback."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(logging.getLogger("gateways.webhook.http"))
+        self._refused = metrics.RESPONSES.labels(port=str(port), code="400")
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError):
-            self.debug("Refused a malformed request: %s: %s", str(msg) % args, exc_info.message)
+            self._refused.inc()
+            super().debug("Refused a malformed request: %s: %s", str(msg) % args, exc_info.message)
         else:
             self.error(msg, *args, exc_info=exc_info, **kwargs)
 
-
-_SERVER_LOG = _ServerLog(logging.getLogger("gateways.webhook.http"))
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):  # a first request that is not HTTP at all
+            self._refused.inc()
+        super().debug(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class PortServer:
@@ -77,7 +86,7 @@ class PortServer:
         server = web.Server(
             PortHandler(self.port, self.routes.get),
             access_log=None,
-            logger=_SERVER_LOG,
+            logger=_ServerLog(self.port),
             auto_decompress=False,  # the body reaches subscribers as sent, compressed or not
             keepalive_timeout=KEEPALIVE_TIMEOUT,
             lingering_time=LINGERING_TIME,

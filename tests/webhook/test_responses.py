@@ -368,3 +368,23 @@ async def test_the_checks_run_in_order_path_method_rate_size_auth_body_signature
     response = await exchange(port, raw.encode() + body)
 
     assert response is not None and response.status == expected
+
+
+async def test_the_http_parsers_400s_are_counted_with_every_other_answer(gateway: Gateway, port: int) -> None:
+    await gateway.start("hook", source_yaml(port, "/h"))
+
+    def counted() -> float:
+        return (
+            metrics.REGISTRY.get_sample_value("webhook_responses_total", {"port": str(port), "code": "400"})
+            or 0.0
+        )
+
+    before = counted()
+    for raw in (
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",  # TLS to a plain port
+        b"POST /h HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\nContent-Length: 0\r\n\r\n",
+        b"POST /h HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ):
+        answer = await exchange(port, raw)
+        assert answer is None or answer.status == 400
+    assert counted() == before + 3
