@@ -269,3 +269,27 @@ async def test_listen_host_and_ops_host_bind_the_webhook_and_ops_ports_to_one_in
         assert not await _accepts("127.0.0.1", ops), "the ops port is bound to 127.0.0.2 only"
     finally:
         assert await terminate(proc) == 0, (tmp_path / "run.log").read_text()
+
+
+def test_make_run_prefixes_each_gateways_lines_with_its_kind() -> None:
+    cmd = ["make", "-s", "run"]
+    seen: set[str] = set()
+    lines: list[str] = []
+    out = subprocess.PIPE
+    with subprocess.Popen(
+        cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # readiness is each gateway's "Serving" line, not a sleep
+                lines.append(line)
+                if "Serving the" in line:
+                    seen.add(line.split()[0])
+                if seen >= {"[webhook]", "[calendar]"}:
+                    break
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert seen >= {"[webhook]", "[calendar]"}, "".join(lines[-20:])
+    logged = [line for line in lines if " INFO " in line or " WARNING " in line]
+    assert logged and all(line.startswith(("[webhook]  ", "[calendar] ")) for line in logged)

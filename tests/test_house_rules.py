@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,23 @@ def test_tasks_are_created_only_in_the_lifecycle_module() -> None:
         if p.name != "tasks.py" and ("create_task(" in p.read_text() or "ensure_future(" in p.read_text())
     ]
     assert offenders == []
+
+
+def test_every_logger_is_named_after_its_module() -> None:
+    named = re.compile(r"logging\.getLogger\((?!__name__\))")
+    allowed = {
+        (
+            "gateways/webhook/router.py",
+            'logging.getLogger("gateways.webhook.http")',
+        ),  # aiohttp's, for the kind
+        ("common/server/servicer.py", 'logging.getLogger(f"gateways.{kind.name}")'),  # a source's, its kind's
+        ("common/logs.py", "logging.getLogger()"),  # the root, configured once
+    }
+    found = []
+    for path in sorted([*ROOT.glob("common/**/*.py"), *ROOT.glob("gateways/**/*.py")]):
+        for line in path.read_text().splitlines():
+            if named.search(line) and "asyncio" not in line:
+                rel = str(path.relative_to(ROOT))
+                if not any(rel == a and text in line for a, text in allowed):
+                    found.append(f"{rel}: {line.strip()}")
+    assert not found, found
