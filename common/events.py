@@ -40,6 +40,11 @@ class NotWritten(Exception):
     """The stream ended before the event was written to it."""
 
 
+class NotDelivered(Exception):
+    """The stream ended before the client acknowledged the event: the source's broker keeps it (or a
+    caller waiting for its answer gets 503)."""
+
+
 @dataclass(frozen=True)
 class SourceEvent:
     """One event from a source. Only ``payload`` is seen by a v0.11 client; the rest is additive."""
@@ -59,6 +64,12 @@ class SourceEvent:
     written: asyncio.Future[None] | None = field(default=None, compare=False, repr=False)
     """Resolved once the event has been written to the gRPC stream; failed with ``NotWritten`` if the
     stream ends first. For sources that must answer their caller only after the hand-off (webhook)."""
+
+    delivered: asyncio.Future[None] | None = field(default=None, compare=False, repr=False)
+    """Resolved once the client has acknowledged the event (every subscriber accepted it, or
+    delivery gave it up by policy), or, with a client that does not acknowledge (v0.11), once it is
+    written; failed with ``NotDelivered`` if the stream ends first. For sources that acknowledge to
+    their broker, or answer their caller, only after delivery."""
 
     def __post_init__(self) -> None:
         for name in self.extensions:

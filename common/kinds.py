@@ -51,6 +51,18 @@ class EndReason:
     ``shutdown``, ``lost``)."""
 
 
+@dataclass
+class Connection:
+    """A source's connection to what it reads from (its broker), as it last reported it."""
+
+    connected: bool = True
+    """True until the source says otherwise: sources without a broker are always connected."""
+    reason: str = ""
+    """Why it is disconnected, in the broker's or the library's words."""
+    reconnects: int = 0
+    """Times it came back after a disconnect."""
+
+
 @dataclass(frozen=True)
 class SourceContext:
     """What a running source knows about itself."""
@@ -65,6 +77,29 @@ class SourceContext:
     """Why the source is being stopped, readable in its ``finally``."""
     drainers: list[Callable[[], None]] = field(default_factory=list)
     """Called when the source is to finish (``on_drain``)."""
+    acknowledges: bool = False
+    """Whether the client acknowledges events only once delivered (``SourceEvent.delivered`` then
+    means every subscriber accepted the event); False for a v0.11 client, where it means written."""
+    connection: Connection = field(default_factory=Connection)
+    """The source's connection as last reported (``report_connection``)."""
+    watchers: list[Callable[[Connection], None]] = field(default_factory=list)
+    """Told of every change of ``connection`` (the stream sends it to a client that asked)."""
+
+    def report_connection(self, connected: bool, reason: str = "") -> None:
+        """Say that the source's connection to its broker went down (with the reason) or came back.
+        Repeats are ignored; the client shows the state in the source's status within moments."""
+        state = self.connection
+        if connected == state.connected and (connected or reason == state.reason):
+            return
+        if connected and not state.connected:
+            state.reconnects += 1
+        state.connected, state.reason = connected, "" if connected else reason
+        level = logging.INFO if connected else logging.WARNING
+        self.logger.log(
+            level, "Connected again." if connected else "Disconnected: %s", *(() if connected else (reason,))
+        )
+        for watcher in self.watchers:
+            watcher(state)
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Be told when the source should finish rather than be cancelled: take nothing new, yield

@@ -2,7 +2,9 @@
 
 Config (YAML): ``count`` events (0 = endless), ``every`` seconds apart, then ``end`` with
 ``complete``, ``unavailable``, ``failed`` or ``crash``. Every started and stopped source is recorded,
-so tests can see that a cancelled stream really stopped its source.
+so tests can see that a cancelled stream really stopped its source. ``track: true`` gives each event
+a ``delivered`` future and records how each ended (as a broker source acknowledges); ``disconnect_at:
+N`` reports the connection lost after event N and back ``down_for`` seconds later.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class TickConfig:
     port: int = 0
     burst: bool = False
     """Yield without giving the event loop a turn between events (events pile up in the channel)."""
+    track: bool = False
+    disconnect_at: int = -1
+    down_for: float = 0.5
 
 
 ENDS = ("complete", "unavailable", "failed", "crash")
@@ -42,7 +47,8 @@ def parse(data: str) -> TickConfig:
         problems["every"] = "must be a number of seconds"
     if problems:
         raise ConfigError(problems)
-    return TickConfig(**{k: raw[k] for k in ("count", "every", "end", "port", "burst") if k in raw})
+    fields = ("count", "every", "end", "port", "burst", "track", "disconnect_at", "down_for")
+    return TickConfig(**{k: raw[k] for k in fields if k in raw})
 
 
 @dataclass
@@ -50,6 +56,8 @@ class Journal:
     started: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     changed: asyncio.Condition | None = None
+    outcomes: dict[str, str] = field(default_factory=dict)
+    """Event id -> ``delivered`` or the exception's name, for ``track`` sources."""
 
 
 JOURNAL = Journal()
@@ -60,9 +68,16 @@ async def run(ctx: SourceContext, config: TickConfig) -> AsyncGenerator[SourceEv
     try:
         n = 0
         while config.count == 0 or n < config.count:
+            delivered = _tracked(f"{ctx.name}:{n}") if config.track else None
             yield SourceEvent(
-                payload=f"{ctx.name}-{n}".encode(), id=f"{ctx.name}:{n}", content_type="text/plain"
+                payload=f"{ctx.name}-{n}".encode(),
+                id=f"{ctx.name}:{n}",
+                content_type="text/plain",
+                delivered=delivered,
             )
+            if n == config.disconnect_at:
+                ctx.report_connection(False, "the broker closed the connection")
+                asyncio.get_running_loop().call_later(config.down_for, ctx.report_connection, True)
             n += 1
             if not config.burst:
                 await asyncio.sleep(config.every)
@@ -74,6 +89,17 @@ async def run(ctx: SourceContext, config: TickConfig) -> AsyncGenerator[SourceEv
             raise RuntimeError("boom")
     finally:
         JOURNAL.stopped.append(ctx.name)
+
+
+def _tracked(event_id: str) -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def record(done: asyncio.Future[None]) -> None:
+        failed = None if done.cancelled() else done.exception()
+        JOURNAL.outcomes[event_id] = "delivered" if failed is None else type(failed).__name__
+
+    future.add_done_callback(record)
+    return future
 
 
 def clashes(

@@ -257,6 +257,8 @@ class StreamStart(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     MAX_UNACKED_EVENTS_FIELD_NUMBER: _builtins.int
     MAX_UNACKED_BYTES_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGES_FIELD_NUMBER: _builtins.int
+    SOURCE_STATE_FIELD_NUMBER: _builtins.int
     max_unacked_events: _builtins.int
     """The most events the server may have written and not yet had
     acknowledged: at this bound it writes no more and its source is paused
@@ -267,6 +269,17 @@ class StreamStart(_message.Message):
     4 MiB.
     One event larger than the bound is still written when nothing is
     outstanding.
+    """
+    acknowledges: _builtins.bool
+    """The client acknowledges each event only once every subscriber accepted
+    it or delivery gave it up by policy (see Acknowledge). A source that can
+    redeliver (a broker) then acknowledges to its broker only then, and one
+    that answers a caller end to end (a webhook endpoint that asks for it)
+    answers only then. Without it, an event counts as delivered once written.
+    """
+    source_state: _builtins.bool
+    """Send SourceState messages: whether the source's own connection (to its
+    broker) is up. Never sent to a client that does not ask.
     """
     @_builtins.property
     def source(self) -> Global___EventSource:
@@ -280,10 +293,12 @@ class StreamStart(_message.Message):
         source: Global___EventSource | None = ...,
         max_unacked_events: _builtins.int = ...,
         max_unacked_bytes: _builtins.int = ...,
+        acknowledges: _builtins.bool = ...,
+        source_state: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_unacked_bytes", b"max_unacked_bytes", "max_unacked_events", b"max_unacked_events", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledges", b"acknowledges", "max_unacked_bytes", b"max_unacked_bytes", "max_unacked_events", b"max_unacked_events", "source", b"source", "source_state", b"source_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -367,6 +382,7 @@ class StreamMessage(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___Event:
         """One event, or several in Event.batch, each with its sequence."""
@@ -377,21 +393,78 @@ class StreamMessage(_message.Message):
         status. The client answers by half-closing.
         """
 
+    @_builtins.property
+    def state(self) -> Global___SourceState:
+        """The source's connection to what it reads from changed (only when the
+        client asked for source_state): sent in order with the events.
+        """
+
     def __init__(
         self,
         *,
         event: Global___Event | None = ...,
         end: Global___StreamEnd | None = ...,
+        state: Global___SourceState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "message", b"message", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "event", b"event", "message", b"message", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "end"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["event", "end", "state"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
 Global___StreamMessage: _TypeAlias = StreamMessage  # noqa: Y015
+
+@_typing.final
+class SourceState(_message.Message):
+    """Whether a source is connected to what it reads from (its broker)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Connection:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ConnectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[SourceState._Connection.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        CONNECTION_UNSPECIFIED: SourceState._Connection.ValueType  # 0
+        CONNECTED: SourceState._Connection.ValueType  # 1
+        """Connected (again, when `reconnects` > 0)."""
+        DISCONNECTED: SourceState._Connection.ValueType  # 2
+        """Disconnected: the stream stays open while the source reconnects."""
+
+    class Connection(_Connection, metaclass=_ConnectionEnumTypeWrapper): ...
+    CONNECTION_UNSPECIFIED: SourceState.Connection.ValueType  # 0
+    CONNECTED: SourceState.Connection.ValueType  # 1
+    """Connected (again, when `reconnects` > 0)."""
+    DISCONNECTED: SourceState.Connection.ValueType  # 2
+    """Disconnected: the stream stays open while the source reconnects."""
+
+    CONNECTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECONNECTS_FIELD_NUMBER: _builtins.int
+    connection: Global___SourceState.Connection.ValueType
+    reason: _builtins.str
+    """The broker's or the library's reason while disconnected, e.g.
+    "connection refused"; empty when connected.
+    """
+    reconnects: _builtins.int
+    """Times the source has reconnected since it started."""
+    def __init__(
+        self,
+        *,
+        connection: Global___SourceState.Connection.ValueType = ...,
+        reason: _builtins.str = ...,
+        reconnects: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "reason", b"reason", "reconnects", b"reconnects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
 
 @_typing.final
 class StreamEnd(_message.Message):

@@ -63,6 +63,13 @@ class Channel(Generic[T]):
         self._writable.set()
         return batch
 
+    def push(self, item: T) -> None:
+        """Append ``item`` without waiting for room (rare, small items: a source's state); ignored
+        once closed."""
+        if not self._closed:
+            self._items.append(item)
+            self._readable.set()
+
     def drain(self) -> list[T]:
         """Take whatever is still buffered, without waiting."""
         items = list(self._items)

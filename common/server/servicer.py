@@ -128,6 +128,8 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         sent = metrics.EVENTS_SENT.labels(source=session.name)
         try:
             async for message in session.frames(MAX_GROUP_EVENTS if request.batches else 1):
+                if isinstance(message, eventing_pb2.SourceState):
+                    continue  # never asked for here: a v0.11 client must not get an event without payload
                 yield message
                 sent.inc(len(message.batch) or 1)
             cancelled = False
@@ -147,7 +149,9 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         window = Window(
             start.max_unacked_events or DEFAULT_MAX_EVENTS, start.max_unacked_bytes or DEFAULT_MAX_BYTES
         )
-        session = await self._open(start.source, context, window=window)
+        session = await self._open(start.source, context, window=window, acknowledges=start.acknowledges)
+        if start.source_state:
+            session.watch_state()
         controls = tasks.start(
             self._controls(requests, session), name=f"controls of event source {session.name!r}"
         )
@@ -157,6 +161,9 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         try:
             limit = MAX_GROUP_EVENTS if start.source.batches else 1
             async for message in session.frames(limit):
+                if isinstance(message, eventing_pb2.SourceState):
+                    yield eventing_pb2.StreamMessage(state=message)
+                    continue
                 yield eventing_pb2.StreamMessage(event=message)
                 sent.inc(len(message.batch) or 1)
             window.close()
@@ -175,6 +182,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         context: grpc.aio.ServicerContext[Any, Any],
         *,
         window: Window | None,
+        acknowledges: bool = False,
     ) -> Session:
         """Admit ``request`` and start its session; the call is aborted when it cannot start."""
         name = request.name
@@ -186,7 +194,9 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
         except ConfigError as exc:
             log.warning("Refusing to start an invalid event source: %s", exc.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        ctx = SourceContext(name=name, id=request.id, logger=SourceLogger(self._source_log, name))
+        ctx = SourceContext(
+            name=name, id=request.id, logger=SourceLogger(self._source_log, name), acknowledges=acknowledges
+        )
         session = Session(name, config, Channel(self._settings.stream_buffer), ctx, log, window)
         session.start(self._kind)
         self._sessions.add(session)
@@ -213,6 +223,7 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             kind = control.WhichOneof("control")
             if kind == "ack":
                 window.release(control.ack.sequences)
+                session.acknowledged(control.ack.sequences)
             elif kind == "drain" and not (session.draining or session.halted):
                 reason = STOP_REASONS.get(control.drain.reason, END_SHUTDOWN)
                 session.log.info("The client asks to drain the event source (%s).", reason)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from common import tasks
-from common.events import NotWritten, SourceEvent
-from common.kinds import GatewayKind, SourceContext
+from common.events import NotDelivered, NotWritten, SourceEvent
+from common.kinds import Connection, GatewayKind, SourceContext
 from common.logs import SourceLogger
 from common.rpc import eventing_pb2
 from common.server.channel import Channel, ChannelClosed
@@ -35,9 +35,18 @@ MAX_GROUP_BYTES = 1024 * 1024
 4 MiB receive limit. A larger event travels alone, as it would to any client."""
 
 
+STATE_MARK = SourceEvent(payload=b"")
+"""Put in a session's channel where the source's connection changed; never sent as an event."""
+
+
 def mark_written(event: SourceEvent) -> None:
     if event.written is not None and not event.written.done():
         event.written.set_result(None)
+
+
+def mark_delivered(event: SourceEvent) -> None:
+    if event.delivered is not None and not event.delivered.done():
+        event.delivered.set_result(None)
 
 
 def fail_unwritten(events: list[SourceEvent]) -> None:
@@ -46,6 +55,21 @@ def fail_unwritten(events: list[SourceEvent]) -> None:
             event.written.set_exception(
                 NotWritten("the event source's stream ended before the event was sent")
             )
+    fail_undelivered(events)
+
+
+def fail_undelivered(events: Iterable[SourceEvent]) -> None:
+    for event in events:
+        if event.delivered is not None and not event.delivered.done():
+            event.delivered.set_exception(
+                NotDelivered("the event source's stream ended before the client acknowledged the event")
+            )
+
+
+def state_message(connection: Connection) -> eventing_pb2.SourceState:
+    """The ``SourceState`` a client that asked is sent for ``connection``."""
+    up = eventing_pb2.SourceState.CONNECTED if connection.connected else eventing_pb2.SourceState.DISCONNECTED
+    return eventing_pb2.SourceState(connection=up, reason=connection.reason, reconnects=connection.reconnects)
 
 
 def group_end(sizes: list[int], start: int, limit: int, window: Window | None = None) -> int:
@@ -86,6 +110,29 @@ class Session:
     """Stopped: nothing more is written; what was not written has been failed."""
     server_stopping: bool = False
     """The server is shutting down: the stream ends UNAVAILABLE, so its client retries elsewhere."""
+    awaiting: dict[int, SourceEvent] = field(default_factory=dict)
+    """Written events waiting for the client's acknowledgement, by sequence (acknowledging clients
+    only, and only events with a ``delivered`` future)."""
+    state_marks: int = 0
+    """State marks in the channel not yet taken (``watch_state``)."""
+
+    def watch_state(self) -> None:
+        """Tell the client of every change of the source's connection, in order with its events: a
+        mark goes into the channel after the events sent before the change (it never waits for room)."""
+
+        def changed(_: Connection) -> None:
+            self.state_marks += 1
+            self.channel.push(STATE_MARK)
+
+        self.ctx.watchers.append(changed)
+
+    def acknowledged(self, sequences: Iterable[int]) -> None:
+        """The client acknowledged ``sequences``: their events are delivered."""
+        if self.awaiting:
+            for sequence in sequences:
+                event = self.awaiting.pop(sequence, None)
+                if event is not None:
+                    mark_delivered(event)
 
     def start(self, kind: GatewayKind[Any]) -> None:
         self.task = tasks.start(self._pump(kind), name=f"event source {self.name!r}", logger=self.log)
@@ -95,37 +142,64 @@ class Session:
         """Events the source handed over that are not written yet."""
         return len(self.writing) + len(self.unsent) + len(self.channel)
 
-    async def frames(self, group_limit: int) -> AsyncIterator[eventing_pb2.Event]:
-        """The messages to write, in order: one event, or up to ``group_limit`` in ``Event.batch``.
+    async def frames(self, group_limit: int) -> AsyncIterator[eventing_pb2.Event | eventing_pb2.SourceState]:
+        """The messages to write, in order: one event, or up to ``group_limit`` in ``Event.batch``,
+        and a ``SourceState`` whenever the source's connection changed (``watch_state``).
 
         A group's events are marked written when the next message is asked for, that is, once the
         RPC has written this one. With a window, each event gets its sequence and the writer waits
-        for room before each group.
+        for room before each group. An event's ``delivered`` is resolved then too, unless the client
+        acknowledges: then once it does.
         """
         window = self.window
-        while not self.halted and (batch := await self.channel.receive()) is not None:
-            self.unsent = batch
-            messages = [event.to_proto(self.name) for event in batch]
-            sizes = [message.ByteSize() for message in messages]
-            start = 0
-            while start < len(batch):
-                if window is not None and not await window.wait_for(sizes[start]):
-                    return
-                if self.halted:
-                    return
-                stop = group_end(sizes, start, group_limit, window)
-                if window is not None:
-                    for index in range(start, stop):
-                        messages[index].sequence = window.take(sizes[index])
-                self.writing, self.unsent = batch[start:stop], batch[stop:]
-                if stop - start == 1:
-                    yield messages[start]
-                else:
-                    yield eventing_pb2.Event(batch=messages[start:stop])
-                for event in self.writing:
-                    mark_written(event)
-                self.writing = []
-                start = stop
+        acknowledging = window is not None and self.ctx.acknowledges
+        while not self.halted and (received := await self.channel.receive()) is not None:
+            segments = self._segments(received) if self.state_marks else [(received, False)]
+            for index, (batch, state_after) in enumerate(segments):
+                later = [event for rest, _ in segments[index + 1 :] for event in rest]
+                messages = [event.to_proto(self.name) for event in batch]
+                sizes = [message.ByteSize() for message in messages]
+                self.unsent = [*batch, *later]
+                start = 0
+                while start < len(batch):
+                    if window is not None and not await window.wait_for(sizes[start]):
+                        return
+                    if self.halted:
+                        return
+                    stop = group_end(sizes, start, group_limit, window)
+                    if window is not None:
+                        for at in range(start, stop):
+                            messages[at].sequence = window.take(sizes[at])
+                            if acknowledging and batch[at].delivered is not None:
+                                self.awaiting[messages[at].sequence] = batch[at]
+                    self.writing, self.unsent = batch[start:stop], [*batch[stop:], *later]
+                    if stop - start == 1:
+                        yield messages[start]
+                    else:
+                        yield eventing_pb2.Event(batch=messages[start:stop])
+                    for event in self.writing:
+                        mark_written(event)
+                        if not acknowledging:
+                            mark_delivered(event)
+                    self.writing = []
+                    start = stop
+                if state_after:
+                    yield state_message(self.ctx.connection)
+
+    def _segments(self, received: list[SourceEvent]) -> list[tuple[list[SourceEvent], bool]]:
+        """``received`` cut at each state mark: (events, whether the state follows them)."""
+        segments: list[tuple[list[SourceEvent], bool]] = []
+        current: list[SourceEvent] = []
+        for item in received:
+            if item is STATE_MARK:
+                self.state_marks -= 1
+                segments.append((current, True))
+                current = []
+            else:
+                current.append(item)
+        if current:
+            segments.append((current, False))
+        return segments
 
     def drain(self, reason: str) -> None:
         """Finish: take nothing new, write what is held, then end (see the module docstring)."""
@@ -159,6 +233,12 @@ class Session:
         fail_unwritten([*self.unsent, *self.channel.drain()])
         self.unsent = []
 
+    def _fail_awaiting(self) -> None:
+        """No acknowledgement can come any more: the written events not acknowledged are not delivered
+        (a broker redelivers them)."""
+        awaiting, self.awaiting = list(self.awaiting.values()), {}
+        fail_undelivered(awaiting)
+
     def end(self) -> StreamEnd:
         """The status the stream ends with."""
         if self.server_stopping:
@@ -183,6 +263,7 @@ class Session:
         will be (its callers get 503)."""
         fail_unwritten([*self.writing, *self.unsent, *self.channel.drain()])
         self.writing, self.unsent = [], []
+        self._fail_awaiting()
 
     async def _pump(self, kind: GatewayKind[Any]) -> None:
         """Run the source, handing each event to the stream; close the channel with how it ended."""
