@@ -4,21 +4,63 @@ Each key is one event source: ``name`` is the key, ``data`` the YAML value as te
 is dumped once, deterministically), ``version`` the ConfigMap's ``argo-events-event-source-version``
 label (``v0.10`` when there is none), and ``id`` the FNV-32a hash of key + value in decimal, exactly
 as the v0.11 client computed it.
+
+What a file must be, or it is refused as a whole (``EventSourceFileError``, every problem named):
+
+- UTF-8 YAML (read as ``common.config_yaml`` reads: no key twice, bounded nesting and expansion),
+  at most ``MAX_FILE_BYTES``, holding at least one document (an empty file is a broken one);
+- a ConfigMap (``kind: ConfigMap``; other Kubernetes objects beside it are skipped) whose ``data`` is a
+  mapping of names to configs, ``data: {}`` for none on purpose; or one plain mapping of names to
+  configs. Any other Kubernetes object (``apiVersion`` and ``kind``) is not a ConfigMap;
+- names as Kubernetes allows ConfigMap keys: 1-253 of ``-._a-zA-Z0-9``, not ``.``, ``..`` or
+  ``..``-prefixed (they are NATS subjects and status keys too); text, never ``1``, ``true`` or ``null``;
+- each value YAML text or a mapping, at most 1 MiB once written out and its aliases followed.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common.config_yaml import MAX_VALUE_BYTES, YamlProblem, load, show, value_size
+from common.errors import GatewayError
 from common.rpc import eventing_pb2
 from common.versions import EXPECTED_VERSION, VERSION_LABEL
 
+MAX_FILE_BYTES = 16 * 1024 * 1024
+"""The most an event-source file may hold, and all its sources expand to: 16 times what a ConfigMap
+can hold, so only a file that is not an event-source config reaches it."""
+MAX_NAME_LENGTH = 253
+"""Kubernetes' limit on a ConfigMap key."""
+_NAME = re.compile(r"[-._a-zA-Z0-9]+")
+_CONFIGMAP_FIELDS = ("apiVersion", "kind", "metadata", "data", "binaryData", "immutable")
+EXPECTED = (
+    "expected a ConfigMap whose data maps event-source names to configs, or a plain mapping of names "
+    "to configs"
+)
 
-class EventSourceFileError(ValueError):
-    """The document is not a ConfigMap or mapping of event sources; the message says where."""
+
+class EventSourceFileError(GatewayError, ValueError):
+    """The file cannot give event sources. ``origin`` names the file; ``problems`` holds each
+    ``(field, problem)``, the field ``""`` for the file as a whole."""
+
+    def __init__(self, origin: str, problems: Sequence[tuple[str, str]] | str) -> None:
+        self.origin = origin
+        self.problems = [("", problems)] if isinstance(problems, str) else list(problems)
+        super().__init__(self.reason)
+
+    @property
+    def reason(self) -> str:
+        """Every problem on one line, e.g. ``data: missing (...)``; the file's name is ``origin``."""
+        return "; ".join(f"{field}: {problem}" if field else problem for field, problem in self.problems)
+
+    def __str__(self) -> str:
+        return self.reason
 
 
 def fnv32a(text: str) -> int:
@@ -46,42 +88,212 @@ class EventSourceSpec:
         return eventing_pb2.EventSource(id=self.id, name=self.name, data=self.data, version=self.version)
 
 
-def _value_text(name: str, value: Any, origin: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict | list):
-        return yaml.safe_dump(value, sort_keys=True, default_flow_style=False, allow_unicode=True)
-    raise EventSourceFileError(
-        f"{origin}: key {name!r}: the value must be YAML text or a mapping, got {value!r}"
-    )
+NAME_RULE = (
+    f"a name is 1 to {MAX_NAME_LENGTH} letters, digits, '-', '_' or '.', and neither '.' or '..' nor "
+    "starts with '..' (a ConfigMap key)"
+)
+
+
+def name_problem(name: object) -> str:
+    """Why ``name`` cannot name an event source (the Kubernetes ConfigMap key rule); ``""`` if it can."""
+    if name is None:
+        return "a key is null (empty or '~'), not a name"
+    if not isinstance(name, str):
+        spelled = str(name).lower() if isinstance(name, bool) else str(name)
+        return f"key {spelled} is {_what(name)}, not text (quote it to use it as a name)"
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name) or name in (".", "..") or name[:2] == "..":
+        return f"key {show(name)} is not a valid name: {NAME_RULE}"
+    return ""
+
+
+def read_event_sources(path: Path) -> list[EventSourceSpec]:
+    """Every event source in the file at ``path``; ``OSError`` when it cannot be read at all."""
+    with path.open("rb") as file:
+        raw = file.read(MAX_FILE_BYTES + 1)
+    return parse_event_sources(raw, origin=str(path))
+
+
+def parse_event_sources(text: str | bytes, *, origin: str = "<text>") -> list[EventSourceSpec]:
+    """Every event source in ``text``: a ConfigMap (one of several YAML documents), or a mapping."""
+    problems: list[tuple[str, str]] = []
+    docs = _documents(_text(text, origin), origin, problems)
+    data, version, field = _select(docs, origin, problems)
+    specs: list[EventSourceSpec] = []
+    sizes: dict[int, int] = {}
+    unnamed: list[str] = []
+    for key, value in data.items():
+        problem = name_problem(key)
+        if problem:
+            if isinstance(key, str):
+                unnamed.append(show(key))
+            else:
+                problems.append((field, problem))
+            continue
+        try:
+            specs.append(EventSourceSpec(key, _value_text(key, value, sizes), version))
+        except _ValueProblem as exc:
+            problems.append((field, str(exc)))
+    if len(unnamed) == 1:
+        problems.append((field, f"key {unnamed[0]} is not a valid name: {NAME_RULE}"))
+    elif unnamed:
+        problems.append((field, f"keys {', '.join(unnamed)} are not valid names: {NAME_RULE}"))
+    if problems:
+        raise EventSourceFileError(origin, problems)
+    return specs
+
+
+class _ValueProblem(ValueError):
+    pass
+
+
+def _text(text: str | bytes, origin: str) -> str:
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        raise EventSourceFileError(origin, f"holds more than {MAX_FILE_BYTES} bytes ({EXPECTED})")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start]
+            raise EventSourceFileError(
+                origin, f"not UTF-8 text: byte 0x{byte:02x} at offset {exc.start} ({EXPECTED}, in YAML)"
+            ) from None
+    if not text.strip():
+        raise EventSourceFileError(origin, f"is empty ({EXPECTED}, 'data: {{}}' or '{{}}' for none)")
+    return text
+
+
+def _documents(text: str, origin: str, problems: list[tuple[str, str]]) -> list[Any]:
+    """The file's documents; keys given twice are added to ``problems``, to be named with the rest."""
+    duplicates: list[str] = []
+    try:
+        docs = [doc for doc in load(text, limit=MAX_FILE_BYTES, duplicates=duplicates) if doc is not None]
+    except YamlProblem as exc:
+        raise EventSourceFileError(origin, [("", problem) for problem in exc.problems]) from None
+    problems.extend(("", duplicate) for duplicate in duplicates)
+    if not docs:
+        raise EventSourceFileError(origin, f"holds no YAML document, only comments ({EXPECTED})")
+    return docs
 
 
 def _is_configmap(doc: Any) -> bool:
-    return isinstance(doc, dict) and (doc.get("kind") == "ConfigMap" or ("data" in doc and "metadata" in doc))
+    if not isinstance(doc, dict):
+        return False
+    if "kind" in doc:
+        return bool(doc["kind"] == "ConfigMap")
+    return "data" in doc and "metadata" in doc  # a ConfigMap written without its kind
 
 
-def parse_event_sources(text: str, *, origin: str = "<text>") -> list[EventSourceSpec]:
-    """Every event source in ``text``: a ConfigMap (one of several YAML documents), or a mapping."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise EventSourceFileError(f"{origin}: not valid YAML: {exc}") from exc
-    configmaps = [d for d in docs if _is_configmap(d)]
+def _is_object(doc: Any) -> bool:
+    """A Kubernetes object: it has an apiVersion and a kind, or a kind and metadata."""
+    return isinstance(doc, dict) and "kind" in doc and ("apiVersion" in doc or "metadata" in doc)
+
+
+def _select(docs: list[Any], origin: str, problems: list[tuple[str, str]]) -> tuple[dict[Any, Any], str, str]:
+    """(the mapping of names to configs, the event-source version, the field it is in)."""
+    configmaps = [doc for doc in docs if _is_configmap(doc)]
     if len(configmaps) > 1:
-        raise EventSourceFileError(f"{origin}: holds {len(configmaps)} ConfigMaps; give one")
+        raise EventSourceFileError(origin, f"holds {len(configmaps)} ConfigMaps (expected one)")
     if configmaps:
-        doc = configmaps[0]
-        data = doc.get("data") or {}
-        labels = (doc.get("metadata") or {}).get("labels") or {}
-        version = str(labels.get(VERSION_LABEL, EXPECTED_VERSION))
-    elif len(docs) == 1 and isinstance(docs[0], dict):
-        data, version = docs[0], EXPECTED_VERSION
-    elif not docs:
-        return []
-    else:
-        raise EventSourceFileError(
-            f"{origin}: expected a ConfigMap or a mapping of event-source names to configs"
+        strays = [n for n, doc in enumerate(docs, 1) if not (isinstance(doc, dict) and "kind" in doc)]
+        if strays:
+            raise EventSourceFileError(
+                origin,
+                f"document {strays[0]} is not a Kubernetes object: beside a ConfigMap a file may hold "
+                "other resources, but no event sources outside the ConfigMap's data",
+            )
+        return _configmap(configmaps[0], origin, problems)
+    objects = [doc for doc in docs if _is_object(doc)]
+    if objects:
+        kinds = ", ".join(sorted({str(doc["kind"])[:40] for doc in objects}))
+        raise EventSourceFileError(origin, f"not a ConfigMap: kind {kinds} ({EXPECTED})")
+    if len(docs) > 1:
+        raise EventSourceFileError(origin, f"holds {len(docs)} YAML documents and no ConfigMap ({EXPECTED})")
+    if not isinstance(docs[0], dict):
+        raise EventSourceFileError(origin, f"is {_what(docs[0])} ({EXPECTED})")
+    return docs[0], EXPECTED_VERSION, ""
+
+
+def _configmap(
+    doc: dict[Any, Any], origin: str, problems: list[tuple[str, str]]
+) -> tuple[dict[Any, Any], str, str]:
+    for key in doc:
+        if key not in _CONFIGMAP_FIELDS:
+            known = ", ".join(_CONFIGMAP_FIELDS)
+            problems.append(("", f"unknown field {show(key)} in the ConfigMap (its fields: {known})"))
+    version = _version(doc.get("metadata"), problems)
+    data = doc.get("data", _MISSING)
+    if data is _MISSING:
+        problems.append(
+            ("data", "missing: the event sources are the ConfigMap's data (write 'data: {}' for none)")
         )
+    elif data is None:
+        problems.append(("data", "is empty (null): write 'data: {}' for no event sources"))
+    elif not isinstance(data, dict):
+        problems.append(("data", f"must be a mapping of event-source names to configs, got {_what(data)}"))
     if not isinstance(data, dict):
-        raise EventSourceFileError(f"{origin}: 'data' must be a mapping of event-source names to configs")
-    return [EventSourceSpec(str(k), _value_text(str(k), v, origin), version) for k, v in data.items()]
+        raise EventSourceFileError(origin, problems)
+    return data, version, "data"
+
+
+_MISSING: Any = object()
+
+
+def _version(metadata: Any, problems: list[tuple[str, str]]) -> str:
+    """The ConfigMap's event-source version label; ``EXPECTED_VERSION`` when there is none."""
+    if metadata is None:
+        return EXPECTED_VERSION
+    if not isinstance(metadata, dict):
+        problems.append(("metadata", f"must be a mapping, got {_what(metadata)}"))
+        return EXPECTED_VERSION
+    labels = metadata.get("labels")
+    if labels is None:
+        return EXPECTED_VERSION
+    if not isinstance(labels, dict):
+        problems.append(("metadata.labels", f"must be a mapping of label names to text, got {_what(labels)}"))
+        return EXPECTED_VERSION
+    version = labels.get(VERSION_LABEL, EXPECTED_VERSION)
+    if not isinstance(version, str):
+        problems.append((f"metadata.labels.{VERSION_LABEL}", f"must be text, got {_what(version)}"))
+        return EXPECTED_VERSION
+    return version
+
+
+def _value_text(name: str, value: Any, sizes: dict[int, int]) -> str:
+    """The config of source ``name`` as text, within ``MAX_VALUE_BYTES`` once its aliases are followed."""
+    if not isinstance(value, str | dict | list):
+        raise _ValueProblem(f"key {name!r}: the value must be YAML text or a mapping, got {_what(value)}")
+    try:
+        size = value_size(value, sizes)
+    except YamlProblem as exc:
+        raise _ValueProblem(f"key {name!r}: {exc}") from None
+    limit = f"the 1 MiB ({MAX_VALUE_BYTES} bytes) a source's config may hold"
+    if isinstance(value, str):
+        if size - 2 > MAX_VALUE_BYTES:
+            raise _ValueProblem(f"key {name!r}: the config is {size - 2} bytes, more than {limit}")
+        return value
+    if size > MAX_VALUE_BYTES:
+        raise _ValueProblem(f"key {name!r}: once its aliases are followed, the config is more than {limit}")
+    text = yaml.safe_dump(value, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    if len(text.encode()) > MAX_VALUE_BYTES:
+        raise _ValueProblem(
+            f"key {name!r}: written out, the config is {len(text.encode())} bytes, more than {limit}"
+        )
+    return text
+
+
+def _what(value: Any) -> str:
+    """What ``value`` is, for a message that must not repeat a config's contents."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"

@@ -55,6 +55,7 @@ class StatusBoard:
         self.nodes: dict[str, NodeStatus] = {}
         self.config_loaded = False
         self.config_message = ""
+        self.config_keeping = ""
         self.server_connected = False
         self._changed = asyncio.Event()
 
@@ -84,9 +85,13 @@ class StatusBoard:
         if self.nodes.pop(name, None) is not None:
             self._bump()
 
-    def config(self, loaded: bool, message: str) -> None:
+    def config(self, loaded: bool, message: str, *, keeping: str = "") -> None:
+        """The config's state. ``loaded`` once a good config was ever loaded, and it stays so: the last
+        good config stays in force when the file breaks; ``keeping`` then says why the file's current
+        content was refused (``""``: the file's content is what runs)."""
         self.config_loaded = self.config_loaded or loaded
         self.config_message = message
+        self.config_keeping = keeping
         self._bump()
 
     def connected(self, up: bool) -> None:
@@ -102,7 +107,12 @@ class StatusBoard:
     def snapshot(self) -> dict[str, Any]:
         return {
             "ready": self.ready,
-            "config": {"loaded": self.config_loaded, "message": self.config_message},
+            "config": {
+                "loaded": self.config_loaded,
+                "message": self.config_message,
+                "keeping_last_good": bool(self.config_keeping),
+                "problem": self.config_keeping,
+            },
             "server": {"connected": self.server_connected},
             "nodes": {name: node.to_dict() for name, node in sorted(self.nodes.items())},
         }

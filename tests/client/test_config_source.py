@@ -5,15 +5,32 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from common.client.config_source import FileConfigSource, Snapshot, StaticConfigSource
+import pytest
+
+from common.client.config_source import FileConfigSource, Reporter, Snapshot, StaticConfigSource
 
 CM = "kind: ConfigMap\nmetadata: {{name: cm}}\ndata:\n{body}"
 
 
 def configmap(**sources: str) -> str:
     return CM.format(body="".join(f"  {k}: '{v}'\n" for k, v in sources.items()))
+
+
+@dataclass(frozen=True)
+class Report:
+    loaded: bool
+    message: str
+    keeping: str = ""
+
+
+def recorder(reports: list[Report]) -> Reporter:
+    def report(loaded: bool, message: str, *, keeping: str = "") -> None:
+        reports.append(Report(loaded, message, keeping))
+
+    return report
 
 
 async def next_snapshot(it: AsyncIterator[Snapshot]) -> Snapshot:
@@ -63,48 +80,30 @@ async def test_the_symlink_swap_of_a_mounted_configmap_volume_is_seen(tmp_path: 
 async def test_a_broken_file_keeps_the_last_good_config_and_says_so(tmp_path: Path) -> None:
     path = tmp_path / "cm.yaml"
     path.write_text(configmap(a="interval: 1s"))
-    reports: list[tuple[bool, str]] = []
-    seen: list[Snapshot] = []
-    changed = asyncio.Event()
+    reports: list[Report] = []
+    it = FileConfigSource(path, poll_interval=0.01, report=recorder(reports)).snapshots()
+    good = await next_snapshot(it)
 
-    def report(ok: bool, msg: str) -> None:
-        reports.append((ok, msg))
-        changed.set()
+    path.write_text("kind: ConfigMap\nmetadata: {}\ndata: [1, 2]\n")
+    kept = await next_snapshot(it)
 
-    async def consume() -> None:
-        async for snapshot in FileConfigSource(path, poll_interval=0.01, report=report).snapshots():
-            seen.append(snapshot)
-
-    consumer = asyncio.ensure_future(consume())
-    try:
-        async with asyncio.timeout(5):
-            while not seen:
-                changed.clear()
-                await changed.wait()
-            path.write_text("kind: ConfigMap\nmetadata: {}\ndata: [1, 2]\n")
-            while reports[-1][0]:
-                changed.clear()
-                await changed.wait()
-        assert "keeping the last good config" in reports[-1][1]
-        assert "'data' must be a mapping" in reports[-1][1]
-        assert len(seen) == 1, "a broken file yields no snapshot: the last good one stays in force"
-    finally:
-        consumer.cancel()
-        await asyncio.gather(consumer, return_exceptions=True)
+    assert kept.specs == good.specs, "the last good sources stay in force"
+    assert kept.keeping == f"{path}: data: must be a mapping of event-source names to configs, got a list"
+    assert kept.specs.keeping == kept.keeping
+    assert reports[-1] == Report(True, f"keeping the last good config: {kept.keeping}", kept.keeping)
+    await it.aclose()  # type: ignore[attr-defined]
 
 
 async def test_a_missing_file_is_reported_and_picked_up_once_it_appears(tmp_path: Path) -> None:
     path = tmp_path / "later.yaml"
-    reports: list[tuple[bool, str]] = []
-    it = FileConfigSource(
-        path, poll_interval=0.01, report=lambda ok, msg: reports.append((ok, msg))
-    ).snapshots()
+    reports: list[Report] = []
+    it = FileConfigSource(path, poll_interval=0.01, report=recorder(reports)).snapshots()
     waiting = asyncio.ensure_future(next_snapshot(it))
     async with asyncio.timeout(5):
         while not reports:
             await asyncio.sleep(0.01)  # polling the reporter
-    assert reports[0][0] is False
-    assert "cannot read" in reports[0][1]
+    assert reports[0].loaded is False
+    assert "cannot read" in reports[0].message
     path.write_text(configmap(a="interval: 1s"))
     assert [s.name for s in (await waiting).specs] == ["a"]
     await it.aclose()  # type: ignore[attr-defined]
@@ -113,4 +112,90 @@ async def test_a_missing_file_is_reported_and_picked_up_once_it_appears(tmp_path
 async def test_a_static_source_yields_once() -> None:
     it = StaticConfigSource(configmap(a="interval: 1s"), "demo").snapshots()
     assert [s.name for s in (await next_snapshot(it)).specs] == ["a"]
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+"""Nine levels of nine aliases: 9**9 copies of ``x`` once expanded."""
+
+UNUSABLE: list[bytes] = [
+    b"\xff\xfe\x00k\x00i\x00n\x00d",  # UTF-16
+    b"data:\n  a: '\xe9t\xe9'\n",  # Latin-1
+    b"\x89PNG\r\n\x1a\n\x00\x00",
+    b"",  # truncated to nothing
+    b"kind: ConfigMap\nmetadata: [x]\ndata: {}\n",
+    b"kind: ConfigMap\nmetadata: {labels: [x]}\ndata: {}\n",
+    b"kind: ConfigMap\nmetadata: {labels: text}\ndata: {}\n",
+    b"kind: ConfigMap\nmetadata:\n  name: cm\ndta:\n  a: 'interval: 1s'\n",
+    b"kind: ConfigMap\nmetadata:\n  name: cm\ndata:\n",
+    b"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: YQ==}\n",
+    b"- a\n- b\n",
+    b"42\n",
+    b"a: [unclosed\n",
+    b"a: 'interval: 1s'\na: 'interval: 2s'\n",
+    b"'a b': 'interval: 1s'\n",
+    b"null: 'interval: 1s'\n",
+    b"a: 'x\x00'\n",
+    b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    b"a: " + b"7" * 10000 + b"\n",
+    b'a: "\\ud800"\n',
+    b"a: &me {again: *me}\n",
+    BOMB.encode(),
+]
+
+
+@pytest.mark.parametrize("content", UNUSABLE, ids=range(len(UNUSABLE)))
+async def test_the_watch_survives_any_file_keeps_the_last_good_config_and_follows_the_fix(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "cm.yaml"
+    path.write_text(configmap(a="interval: 1s"))
+    it = FileConfigSource(path, poll_interval=0.01).snapshots()
+    good = await next_snapshot(it)
+
+    path.write_bytes(content)
+    kept = await next_snapshot(it)
+    assert kept.keeping.startswith(f"{path}: ")
+    assert kept.specs == good.specs
+
+    path.write_text(configmap(a="interval: 1s", b="interval: 2s"))
+    fixed = await next_snapshot(it)
+    assert [s.name for s in fixed.specs] == ["a", "b"]
+    assert fixed.keeping == ""
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_going_back_to_the_last_good_content_says_it_is_no_longer_kept(tmp_path: Path) -> None:
+    path = tmp_path / "cm.yaml"
+    good = configmap(a="interval: 1s")
+    path.write_text(good)
+    it = FileConfigSource(path, poll_interval=0.01).snapshots()
+    await next_snapshot(it)
+    path.write_bytes(b"")
+    assert "is empty" in (await next_snapshot(it)).keeping
+
+    path.write_text(good)
+    again = await next_snapshot(it)
+    assert again.keeping == ""
+    assert [s.name for s in again.specs] == ["a"]
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_file_broken_from_the_start_yields_nothing_until_it_is_fixed(tmp_path: Path) -> None:
+    path = tmp_path / "cm.yaml"
+    path.write_bytes(b"\xff")
+    reports: list[Report] = []
+    it = FileConfigSource(path, poll_interval=0.01, report=recorder(reports)).snapshots()
+    waiting = asyncio.ensure_future(next_snapshot(it))
+    async with asyncio.timeout(5):
+        while not reports:
+            await asyncio.sleep(0.01)  # polling the reporter
+    assert reports[0].loaded is False
+    assert reports[0].message.startswith(f"no event-source config loaded yet: {path}: not UTF-8 text")
+    assert not waiting.done()
+
+    path.write_text(configmap(a="interval: 1s"))
+    assert [s.name for s in (await waiting).specs] == ["a"]
     await it.aclose()  # type: ignore[attr-defined]
