@@ -9,7 +9,12 @@ everything. Acknowledgements are coalesced: they are written once a quarter of t
 delivered before the rest can be), with a control, at the end, or within ``ACK_DELAY`` after the
 first of them (jittered, so thousands of streams that started together do not write together). A
 busy stream costs one small message per many events, and 10,000 quiet streams do not cost a write
-per event.
+per event. An event someone waits for (``Event.awaited``: a broker holds it until acknowledged, a
+caller waits for the answer) is acknowledged within ``PROMPT_DELAY`` instead.
+
+The client acknowledges an event only once every subscriber accepted it or delivery gave it up by
+policy (``StreamStart.acknowledges``), and asks for the source's connection state
+(``SourceState``), which ``on_state`` hears.
 
 Over ``StartEventSource`` there is no acknowledgement and no drain: the client's one signal is
 cancelling the call, which throws away what is in flight (the gRPC windows).
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -33,6 +38,9 @@ from common.rpc import eventing_pb2
 if TYPE_CHECKING:
     from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 
+PROMPT_DELAY = 0.005
+"""Seconds an acknowledgement someone waits for (``Event.awaited``: a broker's ack, a caller's answer)
+may wait for others to join it."""
 ACK_DELAY = 60.0
 """Seconds an acknowledgement may wait for others to travel with it, when fewer than a quarter of
 the window are pending: the window does not need them yet, and a source that fires every few seconds
@@ -94,13 +102,22 @@ class ControlledStream:
         request: eventing_pb2.EventSource,
         bound: UnackedBound,
         log: SourceLogger,
+        on_state: Callable[[eventing_pb2.SourceState], None] | None = None,
     ) -> None:
         self._call = stub.StreamEventSource()
         self._start = eventing_pb2.StreamControl(
             start=eventing_pb2.StreamStart(
-                source=request, max_unacked_events=bound.events, max_unacked_bytes=bound.bytes
+                source=request,
+                max_unacked_events=bound.events,
+                max_unacked_bytes=bound.bytes,
+                acknowledges=True,  # only once every subscriber is done with an event (Receipt)
+                source_state=on_state is not None,
             )
         )
+        self._on_state = on_state
+        self._prompt: set[int] = set()
+        """Sequences read with ``awaited``: their acknowledgements go within ``PROMPT_DELAY``."""
+        self._prompt_timer: asyncio.TimerHandle | None = None
         self._log = log
         self._acks: list[int] = []
         self._ack_batch = max(1, bound.events // 4)
@@ -126,7 +143,14 @@ class ControlledStream:
                 break
             message = cast(eventing_pb2.StreamMessage, read)
             if message.HasField("event"):
-                yield message.event
+                event = message.event
+                for one in event.batch or (event,):
+                    if one.awaited:
+                        self._prompt.add(one.sequence)
+                yield event
+            elif message.HasField("state"):
+                if self._on_state is not None:
+                    self._on_state(message.state)
             elif message.HasField("end"):
                 self._log.debug("The server ends the stream: %s.", message.end.reason)
                 await self._confirm_end()
@@ -146,6 +170,13 @@ class ControlledStream:
             self._wake.set()
             if len(self._acks) >= self._ack_batch:
                 self._urgent.set()
+            elif sequence in self._prompt and self._prompt_timer is None:
+                self._prompt_timer = asyncio.get_running_loop().call_later(PROMPT_DELAY, self._write_soon)
+            self._prompt.discard(sequence)
+
+    def _write_soon(self) -> None:
+        self._prompt_timer = None
+        self._urgent.set()
 
     def drain(self, reason: str) -> None:
         """Ask the server to finish the source: nothing new, what it holds still comes."""
@@ -165,6 +196,8 @@ class ControlledStream:
 
     async def close(self) -> None:
         self._ended = True
+        if self._prompt_timer is not None:
+            self._prompt_timer.cancel()
         if self._writer is not None:
             await tasks.stop(self._writer, timeout=1.0, logger=self._log)
         self._call.cancel()  # nothing happens to a call that has ended

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ommon/rpc/eventing.proto\x12\x08gateways\"W\n\x0b\x45ventSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"\x81\x02\n\x05\x45vent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x33\n\nextensions\x18\x07 \x03(\x0b\x32\x1f.gateways.Event.ExtensionsEntry\x12\x1e\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x0f.gateways.Event\x12\x10\n\x08sequence\x18\t \x01(\x04\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10ValidEventSource\x12\x0f\n\x07isValid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\rStreamControl\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x15.gateways.StreamStartH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.gateways.AcknowledgeH\x00\x12 \n\x05\x64rain\x18\x03 \x01(\x0b\x32\x0f.gateways.DrainH\x00\x12\x1e\n\x04stop\x18\x04 \x01(\x0b\x32\x0e.gateways.StopH\x00\x42\t\n\x07\x63ontrol\"\x97\x01\n\x0bStreamStart\x12%\n\x06source\x18\x01 \x01(\x0b\x32\x15.gateways.EventSource\x12\x1a\n\x12max_unacked_events\x18\x02 \x01(\r\x12\x19\n\x11max_unacked_bytes\x18\x03 \x01(\x04\x12\x14\n\x0c\x61\x63knowledges\x18\x04 \x01(\x08\x12\x14\n\x0csource_state\x18\x05 \x01(\x08\" \n\x0b\x41\x63knowledge\x12\x11\n\tsequences\x18\x01 \x03(\x04\"-\n\x05\x44rain\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.gateways.StopReason\",\n\x04Stop\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.gateways.StopReason\"\x88\x01\n\rStreamMessage\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.gateways.EventH\x00\x12\"\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x13.gateways.StreamEndH\x00\x12&\n\x05state\x18\x03 \x01(\x0b\x32\x15.gateways.SourceStateH\x00\x42\t\n\x07message\"\xb2\x01\n\x0bSourceState\x12\x34\n\nconnection\x18\x01 \x01(\x0e\x32 .gateways.SourceState.Connection\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nreconnects\x18\x03 \x01(\r\"I\n\nConnection\x12\x1a\n\x16\x43ONNECTION_UNSPECIFIED\x10\x00\x12\r\n\tCONNECTED\x10\x01\x12\x10\n\x0c\x44ISCONNECTED\x10\x02\"\x1b\n\tStreamEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t*u\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13STOP_REASON_REMOVED\x10\x01\x12\x17\n\x13STOP_REASON_CHANGED\x10\x02\x12\x18\n\x14STOP_REASON_SHUTDOWN\x10\x03\x32\xdd\x01\n\x08\x45venting\x12<\n\x10StartEventSource\x12\x15.gateways.EventSource\x1a\x0f.gateways.Event0\x01\x12H\n\x13ValidateEventSource\x12\x15.gateways.EventSource\x1a\x1a.gateways.ValidEventSource\x12I\n\x11StreamEventSource\x12\x17.gateways.StreamControl\x1a\x17.gateways.StreamMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ommon/rpc/eventing.proto\x12\x08gateways\"W\n\x0b\x45ventSource\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x62\x61tches\x18\x05 \x01(\x08\"\x92\x02\n\x05\x45vent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\n\n\x02id\x18\x03 \x01(\t\x12\x0c\n\x04time\x18\x04 \x01(\t\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x06 \x01(\t\x12\x33\n\nextensions\x18\x07 \x03(\x0b\x32\x1f.gateways.Event.ExtensionsEntry\x12\x1e\n\x05\x62\x61tch\x18\x08 \x03(\x0b\x32\x0f.gateways.Event\x12\x10\n\x08sequence\x18\t \x01(\x04\x12\x0f\n\x07\x61waited\x18\n \x01(\x08\x1a\x31\n\x0f\x45xtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\x10ValidEventSource\x12\x0f\n\x07isValid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\rStreamControl\x12&\n\x05start\x18\x01 \x01(\x0b\x32\x15.gateways.StreamStartH\x00\x12$\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x15.gateways.AcknowledgeH\x00\x12 \n\x05\x64rain\x18\x03 \x01(\x0b\x32\x0f.gateways.DrainH\x00\x12\x1e\n\x04stop\x18\x04 \x01(\x0b\x32\x0e.gateways.StopH\x00\x42\t\n\x07\x63ontrol\"\x97\x01\n\x0bStreamStart\x12%\n\x06source\x18\x01 \x01(\x0b\x32\x15.gateways.EventSource\x12\x1a\n\x12max_unacked_events\x18\x02 \x01(\r\x12\x19\n\x11max_unacked_bytes\x18\x03 \x01(\x04\x12\x14\n\x0c\x61\x63knowledges\x18\x04 \x01(\x08\x12\x14\n\x0csource_state\x18\x05 \x01(\x08\" \n\x0b\x41\x63knowledge\x12\x11\n\tsequences\x18\x01 \x03(\x04\"-\n\x05\x44rain\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.gateways.StopReason\",\n\x04Stop\x12$\n\x06reason\x18\x01 \x01(\x0e\x32\x14.gateways.StopReason\"\x88\x01\n\rStreamMessage\x12 \n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.gateways.EventH\x00\x12\"\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x13.gateways.StreamEndH\x00\x12&\n\x05state\x18\x03 \x01(\x0b\x32\x15.gateways.SourceStateH\x00\x42\t\n\x07message\"\xb2\x01\n\x0bSourceState\x12\x34\n\nconnection\x18\x01 \x01(\x0e\x32 .gateways.SourceState.Connection\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nreconnects\x18\x03 \x01(\r\"I\n\nConnection\x12\x1a\n\x16\x43ONNECTION_UNSPECIFIED\x10\x00\x12\r\n\tCONNECTED\x10\x01\x12\x10\n\x0c\x44ISCONNECTED\x10\x02\"\x1b\n\tStreamEnd\x12\x0e\n\x06reason\x18\x01 \x01(\t*u\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x17\n\x13STOP_REASON_REMOVED\x10\x01\x12\x17\n\x13STOP_REASON_CHANGED\x10\x02\x12\x18\n\x14STOP_REASON_SHUTDOWN\x10\x03\x32\xdd\x01\n\x08\x45venting\x12<\n\x10StartEventSource\x12\x15.gateways.EventSource\x1a\x0f.gateways.Event0\x01\x12H\n\x13ValidateEventSource\x12\x15.gateways.EventSource\x1a\x1a.gateways.ValidEventSource\x12I\n\x11StreamEventSource\x12\x17.gateways.StreamControl\x1a\x17.gateways.StreamMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,34 +33,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT_EXTENSIONSENTRY']._loaded_options = None
   _globals['_EVENT_EXTENSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_STOPREASON']._serialized_start=1244
-  _globals['_STOPREASON']._serialized_end=1361
+  _globals['_STOPREASON']._serialized_start=1261
+  _globals['_STOPREASON']._serialized_end=1378
   _globals['_EVENTSOURCE']._serialized_start=39
   _globals['_EVENTSOURCE']._serialized_end=126
   _globals['_EVENT']._serialized_start=129
-  _globals['_EVENT']._serialized_end=386
-  _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=337
-  _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=386
-  _globals['_VALIDEVENTSOURCE']._serialized_start=388
-  _globals['_VALIDEVENTSOURCE']._serialized_end=439
-  _globals['_STREAMCONTROL']._serialized_start=442
-  _globals['_STREAMCONTROL']._serialized_end=612
-  _globals['_STREAMSTART']._serialized_start=615
-  _globals['_STREAMSTART']._serialized_end=766
-  _globals['_ACKNOWLEDGE']._serialized_start=768
-  _globals['_ACKNOWLEDGE']._serialized_end=800
-  _globals['_DRAIN']._serialized_start=802
-  _globals['_DRAIN']._serialized_end=847
-  _globals['_STOP']._serialized_start=849
-  _globals['_STOP']._serialized_end=893
-  _globals['_STREAMMESSAGE']._serialized_start=896
-  _globals['_STREAMMESSAGE']._serialized_end=1032
-  _globals['_SOURCESTATE']._serialized_start=1035
-  _globals['_SOURCESTATE']._serialized_end=1213
-  _globals['_SOURCESTATE_CONNECTION']._serialized_start=1140
-  _globals['_SOURCESTATE_CONNECTION']._serialized_end=1213
-  _globals['_STREAMEND']._serialized_start=1215
-  _globals['_STREAMEND']._serialized_end=1242
-  _globals['_EVENTING']._serialized_start=1364
-  _globals['_EVENTING']._serialized_end=1585
+  _globals['_EVENT']._serialized_end=403
+  _globals['_EVENT_EXTENSIONSENTRY']._serialized_start=354
+  _globals['_EVENT_EXTENSIONSENTRY']._serialized_end=403
+  _globals['_VALIDEVENTSOURCE']._serialized_start=405
+  _globals['_VALIDEVENTSOURCE']._serialized_end=456
+  _globals['_STREAMCONTROL']._serialized_start=459
+  _globals['_STREAMCONTROL']._serialized_end=629
+  _globals['_STREAMSTART']._serialized_start=632
+  _globals['_STREAMSTART']._serialized_end=783
+  _globals['_ACKNOWLEDGE']._serialized_start=785
+  _globals['_ACKNOWLEDGE']._serialized_end=817
+  _globals['_DRAIN']._serialized_start=819
+  _globals['_DRAIN']._serialized_end=864
+  _globals['_STOP']._serialized_start=866
+  _globals['_STOP']._serialized_end=910
+  _globals['_STREAMMESSAGE']._serialized_start=913
+  _globals['_STREAMMESSAGE']._serialized_end=1049
+  _globals['_SOURCESTATE']._serialized_start=1052
+  _globals['_SOURCESTATE']._serialized_end=1230
+  _globals['_SOURCESTATE_CONNECTION']._serialized_start=1157
+  _globals['_SOURCESTATE_CONNECTION']._serialized_end=1230
+  _globals['_STREAMEND']._serialized_start=1232
+  _globals['_STREAMEND']._serialized_end=1259
+  _globals['_EVENTING']._serialized_start=1381
+  _globals['_EVENTING']._serialized_end=1602
 # @@protoc_insertion_point(module_scope)

@@ -131,6 +131,7 @@ class Event(_message.Message):
     EXTENSIONS_FIELD_NUMBER: _builtins.int
     BATCH_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    AWAITED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The event source name."""
     payload: _builtins.bytes
@@ -152,6 +153,11 @@ class Event(_message.Message):
     """Sent only on StreamEventSource: this event's number within its stream,
     from 1 up, one per event (never the origin id: senders reuse those).
     The client acknowledges events by it.
+    """
+    awaited: _builtins.bool
+    """Additive: someone waits for this event's acknowledgement (a broker's
+    ack, a caller's answer), so the client acknowledges it within moments
+    rather than gathering it with others.
     """
     @_builtins.property
     def extensions(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -179,10 +185,11 @@ class Event(_message.Message):
         extensions: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         batch: _abc.Iterable[Global___Event] | None = ...,
         sequence: _builtins.int = ...,
+        awaited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "content_type", b"content_type", "extensions", b"extensions", "id", b"id", "name", b"name", "payload", b"payload", "sequence", b"sequence", "subject", b"subject", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaited", b"awaited", "batch", b"batch", "content_type", b"content_type", "extensions", b"extensions", "id", b"id", "name", b"name", "payload", b"payload", "sequence", b"sequence", "subject", b"subject", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

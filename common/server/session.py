@@ -172,6 +172,7 @@ class Session:
                             messages[at].sequence = window.take(sizes[at])
                             if acknowledging and batch[at].delivered is not None:
                                 self.awaiting[messages[at].sequence] = batch[at]
+                                messages[at].awaited = True
                     self.writing, self.unsent = batch[start:stop], [*batch[stop:], *later]
                     if stop - start == 1:
                         yield messages[start]
