@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from common import retry, tasks
+from common.client.config_source import Sources
 from common.client.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
 from common.client.model import Receipt, ReceivedEvent
 from common.client.status import Phase, StatusBoard
@@ -44,8 +45,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-Precheck = Callable[[Sequence[EventSourceSpec]], dict[str, str]]
-"""Checks a whole snapshot before anything starts: ``{name: reason}`` for each source refused."""
+Precheck = Callable[[Sequence[EventSourceSpec], Collection[str]], dict[str, str]]
+"""Checks a whole snapshot before anything starts, given the names of the sources running with an
+unchanged config (never to be refused): ``{name: reason}`` for each source refused."""
 
 Sink = Callable[[ReceivedEvent], Awaitable[None]]
 """Where each event goes; awaiting it is the back-pressure on the stream."""
@@ -119,8 +121,17 @@ class Lifecycle:
         return {name: runner.spec for name, runner in self._runners.items()}
 
     async def apply(self, specs: Sequence[EventSourceSpec]) -> None:
-        """Bring the running sources in line with ``specs``, touching only what changed."""
-        refused = await asyncio.to_thread(self._precheck, specs) if self._precheck is not None else {}
+        """Bring the running sources in line with ``specs``, touching only what changed.
+
+        The pre-check refuses sources before anything starts; a source running with an unchanged
+        config is never refused, so a newcomer that clashes with it is refused alone. ``specs`` from a
+        config snapshot (``Sources``) also set the status board's config entry, including why the last
+        good config is kept when the file's current content was refused.
+        """
+        if isinstance(specs, Sources):
+            self._status.config(True, specs.summary, keeping=specs.keeping)
+        settled = frozenset(spec.name for spec in specs if self._unchanged(spec))
+        refused = await self._prechecked(specs, settled)
         wanted = {spec.name: spec for spec in specs if spec.name not in refused}
         for name in [n for n in self._runners if n not in wanted]:
             await self._stop(name, END_REMOVED, forget=name not in refused)
@@ -139,6 +150,22 @@ class Lifecycle:
                 _log.info("Event source %r changed; restarting it.", name, extra={"source": name})
                 await self._stop(name, END_CHANGED, forget=False)
             self._start(spec)
+
+    def _unchanged(self, spec: EventSourceSpec) -> bool:
+        """Whether ``spec`` is what its runner already runs."""
+        runner = self._runners.get(spec.name)
+        return runner is not None and (runner.spec.data, runner.spec.version) == (spec.data, spec.version)
+
+    async def _prechecked(self, specs: Sequence[EventSourceSpec], settled: frozenset[str]) -> dict[str, str]:
+        """The pre-check's refusals, off the event loop; none when there is no pre-check or it failed
+        (the server still validates each source before it starts)."""
+        if self._precheck is None:
+            return {}
+        try:
+            return await asyncio.to_thread(self._precheck, specs, settled)
+        except Exception:  # noqa: BLE001 - a fault in the pre-check must not end the config watch
+            _log.exception("The pre-check of the event sources failed; the server will check each.")
+            return {}
 
     def _refuse(self, spec: EventSourceSpec, reason: str) -> None:
         """A source the pre-check refused: reported, not started, until the config changes."""

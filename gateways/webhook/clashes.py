@@ -19,8 +19,8 @@ def clashes(
     problems: dict[str, str] = {}
     if config.port in reserved:
         problems["port"] = (
-            f"port {config.port} is reserved for the gateway itself (its gRPC port or the client's "
-            f"ops port); event source {name!r} must use another"
+            f"{config.port} is reserved for the gateway itself (its gRPC port or the client's ops "
+            f"port): event source {name!r} must use another"
         )
         return problems
     same_port = {other: cfg for other, cfg in others.items() if cfg.port == config.port}
