@@ -128,6 +128,7 @@ def to_event(
     strip: frozenset[str] = frozenset(),
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     written: asyncio.Future[None] | None = None,
+    delivered: asyncio.Future[None] | None = None,
     known: dict[str, str] | None = None,
 ) -> SourceEvent:
     """The event for ``request`` to source ``source``; ``strip`` names more headers to keep back;
@@ -139,6 +140,7 @@ def to_event(
         content_type=content_type(request),
         extensions=known if known is not None else extensions(request, strip),
         written=written,
+        delivered=delivered,
     )
 
 

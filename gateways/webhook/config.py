@@ -3,8 +3,8 @@
 v0.11 fields: ``endpoint`` (a leading ``/`` is added; a trailing slash is significant), ``method``,
 ``port`` (a string or a number), ``serverCertPath`` and ``serverKeyPath`` (TLS when both are given),
 ``url`` (accepted and ignored, as v0.11 did). Ours: ``maxBodyBytes``, ``readTimeout``, ``bearerToken``,
-``signature``, ``rateLimit`` and ``maxHeaderBytes``. Unknown fields are an error. Every bad field is
-reported at once.
+``signature``, ``rateLimit``, ``maxHeaderBytes``, ``answer`` and ``answerTimeout``. Unknown fields are
+an error. Every bad field is reported at once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ FIELDS = (
     "signature",
     "rateLimit",
     "maxHeaderBytes",
+    "answer",
+    "answerTimeout",
 )
+ANSWERS = ("written", "delivered")
+"""When a caller is answered 200: once the event is written to the stream (the default), or once
+every subscriber accepted it (end to end; needs a client that acknowledges)."""
+DEFAULT_ANSWER_TIMEOUT = 10.0
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY = MIB
 """1 MiB: what NATS carries by default (``max_payload``); GitHub caps its payloads at 25 MB, most senders
@@ -126,6 +132,11 @@ class WebhookConfig:
     """When set, requests need a valid HMAC-SHA256 signature of the body."""
     rate_limit: RateLimit | None = None
     """When set, requests over the rate get 429."""
+    answer: str = "written"
+    """``written``: 200 once the event is on the stream. ``delivered``: 200 only once every subscriber
+    accepted it, 503 with ``Retry-After`` if that has not happened within ``answer_timeout``."""
+    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT
+    """Seconds a ``delivered`` answer waits for the subscribers."""
     max_header_bytes: int = DEFAULT_MAX_HEADERS
     """Requests whose forwarded headers, path and query come to more than this many bytes, written as
     the ``ce-*`` headers a subscriber receives, get 431."""
@@ -151,10 +162,27 @@ def parse(data: str) -> WebhookConfig:
     signature = _signature(raw.get("signature"), problems)
     rate_limit = _rate_limit(raw.get("rateLimit"), problems)
     max_headers = _max_headers(raw.get("maxHeaderBytes"), problems)
+    answer = raw.get("answer", "written")
+    if answer not in ANSWERS:
+        problems["answer"] = f"must be one of {', '.join(ANSWERS)}, got {answer!r}"
+    answer_timeout = _duration(raw.get("answerTimeout"), "answerTimeout", DEFAULT_ANSWER_TIMEOUT, problems)
+    if "answerTimeout" in raw and answer != "delivered":
+        problems["answerTimeout"] = "applies only with answer: delivered"
     if problems:
         raise ConfigError(problems)
     return WebhookConfig(
-        endpoint, method, port, tls, max_body, read_timeout, bearer, signature, rate_limit, max_headers
+        endpoint,
+        method,
+        port,
+        tls,
+        max_body,
+        read_timeout,
+        bearer,
+        signature,
+        rate_limit,
+        answer,
+        answer_timeout,
+        max_headers,
     )
 
 
@@ -237,21 +265,25 @@ def _max_headers(value: Any, problems: dict[str, str]) -> int:
 
 
 def _read_timeout(value: Any, problems: dict[str, str]) -> float:
+    return _duration(value, "readTimeout", DEFAULT_READ_TIMEOUT, problems)
+
+
+def _duration(value: Any, name: str, default: float, problems: dict[str, str]) -> float:
+    """A Go duration from more than 0 s to ten minutes, or ``default`` with the problem noted."""
     if value is None:
-        return DEFAULT_READ_TIMEOUT
+        return default
     if not isinstance(value, str):
-        problems["readTimeout"] = f"must be a duration such as 10s, got {value!r}"
-        return DEFAULT_READ_TIMEOUT
+        problems[name] = f"must be a duration such as 10s, got {value!r}"
+        return default
     try:
         seconds = parse_duration_ns(value) / 1e9
     except DurationError as exc:
-        problems["readTimeout"] = str(exc)
-        return DEFAULT_READ_TIMEOUT
+        problems[name] = str(exc)
+        return default
     if not 0 < seconds <= MAX_READ_TIMEOUT:
-        problems["readTimeout"] = (
-            f"must be more than 0s and at most {format_duration(MAX_READ_TIMEOUT)}, got {value!r}"
-        )
-        return DEFAULT_READ_TIMEOUT
+        limit = format_duration(MAX_READ_TIMEOUT)
+        problems[name] = f"must be more than 0s and at most {limit}, got {value!r}"
+        return default
     return seconds
 
 

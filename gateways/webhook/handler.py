@@ -11,9 +11,11 @@
     6. body          413  over ``maxBodyBytes`` as it streams in; 408 slower than ``readTimeout``;
                      400  a malformed body (bad chunked encoding, a truncated body)
     7. signature     401  with ``WWW-Authenticate`` (none); 403 (malformed or wrong)
-    8. hand-off      200  once the event has been written to the source's gRPC stream;
+    8. hand-off      200  once the event has been written to the source's gRPC stream (with
+                          ``answer: delivered``, once every subscriber accepted it);
                      503  with ``Retry-After`` when the stream ended first (never a 200 for an event
-                          that went nowhere, argo-events#3448)
+                          that went nowhere, argo-events#3448), or when ``answer: delivered`` waited
+                          ``answerTimeout`` in vain
 
 Cheap checks come first, so a flood of bad requests costs no body reads and no hashing. ``Expect:
 100-continue`` is answered after step 5, so a refused caller need not send its body at all.
@@ -31,7 +33,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter
 
-from common.events import NotWritten, SourceEvent, header_bytes
+from common.events import NotDelivered, NotWritten, SourceEvent, header_bytes
 from common.server.channel import ChannelClosed
 from gateways.webhook import binding, metrics
 from gateways.webhook.auth import BEARER_CHALLENGE, Verdict
@@ -118,10 +120,17 @@ class PortHandler:
         signature = self._signature(request, route, body)
         if signature is not None:
             return signature
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[None] = loop.create_future()
         written.add_done_callback(_retrieve)
+        delivered: asyncio.Future[None] | None = None
+        if route.config.answer == "delivered":
+            delivered = loop.create_future()
+            delivered.add_done_callback(_retrieve)
         complete = dataclasses.replace(message, body=body)
-        event = binding.to_event(route.source, complete, known=forwarded, written=written)
+        event = binding.to_event(
+            route.source, complete, known=forwarded, written=written, delivered=delivered
+        )
         return await _hand_off(route, event, written)
 
     def _before_body(self, request: web.BaseRequest, route: Route) -> web.Response | None:
@@ -204,6 +213,19 @@ async def _hand_off(route: Route, event: SourceEvent, written: asyncio.Future[No
         await written  # cancelled only as the port shuts down: the event may still be sent, unanswered
     except (ChannelClosed, NotWritten):
         return unavailable("the event source's stream ended before the event was sent; retry shortly")
+    if event.delivered is not None:
+        try:
+            async with asyncio.timeout(route.config.answer_timeout):
+                await event.delivered
+        except TimeoutError:
+            metrics.UNDELIVERED.labels(source=route.source, why="timeout").inc()
+            return unavailable(
+                f"not every subscriber accepted the event within {route.config.answer_timeout:g}s; "
+                "retry (the event may still arrive: subscribers see the same id again)"
+            )
+        except NotDelivered:
+            metrics.UNDELIVERED.labels(source=route.source, why="stream_ended").inc()
+            return unavailable("the event source's stream ended before every subscriber accepted the event")
     metrics.BODY_BYTES.labels(source=route.source).inc(len(event.payload))
     return reply(200, OK_TEXT)
 

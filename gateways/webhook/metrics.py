@@ -28,6 +28,13 @@ RATE_LIMITED = Counter(
     ["source"],
     registry=REGISTRY,
 )
+UNDELIVERED = Counter(
+    "webhook_undelivered",
+    "answer: delivered requests answered 503 because not every subscriber accepted the event in time "
+    "(timeout) or the stream ended first (stream_ended).",
+    ["source", "why"],
+    registry=REGISTRY,
+)
 BODY_BYTES = Counter(
     "webhook_body_bytes", "Bytes of request bodies handed to the event stream.", ["source"], registry=REGISTRY
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncGenerator
 
-from common.errors import SourceUnavailable
+from common.errors import SourceFailed, SourceUnavailable
 from common.events import SourceEvent
 from common.kinds import SourceContext
 from gateways.webhook import router
@@ -23,6 +23,12 @@ from gateways.webhook.route import fail_unwritten
 
 async def run(ctx: SourceContext, config: WebhookConfig) -> AsyncGenerator[SourceEvent, None]:
     """Yield the events of ``config``'s route until cancelled."""
+    if config.answer == "delivered" and not ctx.acknowledges:
+        raise SourceFailed(
+            "answer: delivered needs a gateway client that acknowledges deliveries (StreamEventSource); "
+            "this one does not (a v0.11 client), so no caller could be told the truth: use answer: written",
+            source=ctx.name,
+        )
     route = await router.ROUTER.register(ctx.name, config, ctx.logger)
     ctx.on_drain(route.stop_taking)
     pending: deque[SourceEvent] = deque()

@@ -89,7 +89,7 @@ class Gateway:
             what=f"{name} serving {config.route}",
         )
         if call.done():
-            raise AssertionError(f"source {name} ended at once: {call.code()} {await call.details()}")
+            raise AssertionError(f"source {name} ended at once: {await call.code()} {await call.details()}")
         return source
 
     @staticmethod

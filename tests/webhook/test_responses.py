@@ -388,3 +388,27 @@ async def test_the_http_parsers_400s_are_counted_with_every_other_answer(gateway
         answer = await exchange(port, raw)
         assert answer is None or answer.status == 400
     assert counted() == before + 3
+
+
+async def test_answer_delivered_refuses_to_start_for_a_client_that_cannot_acknowledge(
+    gateway: Gateway, port: int
+) -> None:
+    with pytest.raises(AssertionError) as refused:
+        await gateway.start("e2e", source_yaml(port, "/e", answer="delivered"))
+    assert "INVALID_ARGUMENT" in str(refused.value)
+    assert "answer: delivered needs a gateway client that acknowledges" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [({"answer": "eventually"}, "answer"), ({"answerTimeout": "5s"}, "answerTimeout")],
+)
+def test_answer_fields_that_cannot_work_are_refused_naming_the_field(
+    extra: dict[str, str], field: str
+) -> None:
+    from common.errors import ConfigError
+    from gateways.webhook.config import parse
+
+    with pytest.raises(ConfigError) as refused:
+        parse(source_yaml(1, "/e", **extra))
+    assert field in refused.value.problems
