@@ -28,7 +28,7 @@ import grpc
 
 from common import retry, tasks
 from common.client.config_source import Sources
-from common.client.metrics import EVENTS_DROPPED, EVENTS_RECEIVED
+from common.client.metrics import EVENTS_DROPPED, EVENTS_RECEIVED, SOURCE_CONNECTED
 from common.client.model import Receipt, ReceivedEvent
 from common.client.status import Phase, StatusBoard
 from common.client.stream import ControlledStream, PlainStream, SourceStream, UnackedBound
@@ -38,9 +38,9 @@ from common.events import rfc3339
 from common.kinds import END_CHANGED, END_REMOVED, END_SHUTDOWN
 from common.logs import SourceLogger
 from common.retry import Backoff
+from common.rpc import eventing_pb2
 
 if TYPE_CHECKING:
-    from common.rpc import eventing_pb2
     from common.rpc.eventing_pb2_grpc import EventingAsyncStub
 
 _log = logging.getLogger(__name__)
@@ -280,12 +280,15 @@ class Lifecycle:
         if self._controlled is False:
             stream = PlainStream(self._stub, request)
         else:
-            stream = ControlledStream(self._stub, request, self._bound, log)
+            stream = ControlledStream(
+                self._stub, request, self._bound, log, on_state=lambda state: self._state(spec, state)
+            )
         runner.stream = stream
         received = EVENTS_RECEIVED.labels(source=spec.name)
         try:
             await stream.open()
             self._status.set_phase(spec.name, spec.id, Phase.RUNNING, "event source is running")
+            SOURCE_CONNECTED.labels(source=spec.name).set(1)
             log.info("Event source is running.")
             self._started()
             first = True
@@ -340,6 +343,17 @@ class Lifecycle:
         if self._collector is not None:
             self._collector.source_started()
 
+    def _state(self, spec: EventSourceSpec, state: eventing_pb2.SourceState) -> None:
+        """The server says the source's own connection (to its broker) changed; the stream stays open."""
+        if state.connection == eventing_pb2.SourceState.DISCONNECTED:
+            SOURCE_CONNECTED.labels(source=spec.name).set(0)
+            reason = state.reason or "no reason given"
+            self._status.set_phase(spec.name, spec.id, Phase.ERROR, f"disconnected, stream open: {reason}")
+        elif state.connection == eventing_pb2.SourceState.CONNECTED:
+            SOURCE_CONNECTED.labels(source=spec.name).set(1)
+            again = f" (reconnected {state.reconnects} time(s))" if state.reconnects else ""
+            self._status.set_phase(spec.name, spec.id, Phase.RUNNING, f"event source is running{again}")
+
     def _fault(self, spec: EventSourceSpec, exc: grpc.aio.AioRpcError) -> bool:
         """Record a failed call; True when it is worth retrying."""
         code, details = exc.code(), exc.details() or ""
@@ -349,7 +363,8 @@ class Lifecycle:
             return False
         # One source's UNAVAILABLE (its port taken, a file not mounted yet) is that source's fault:
         # whether the server is reachable is the channel's state, which the client watches.
-        message = f"event source stream failed: {code.name}: {details}"
+        SOURCE_CONNECTED.labels(source=spec.name).set(0)
+        message = f"stream ended, restarting: {code.name}: {details}"
         self._status.set_phase(spec.name, spec.id, Phase.ERROR, message)
         SourceLogger(_log, spec.name).warning("%s", message)
         return True

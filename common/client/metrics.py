@@ -50,4 +50,10 @@ LAST_SUCCESS = Gauge(
     ["subscriber"],
     registry=REGISTRY,
 )
+SOURCE_CONNECTED = Gauge(
+    "gateway_source_connected",
+    "1 while a source's stream is open and its own connection (to its broker) is up; else 0.",
+    ["source"],
+    registry=REGISTRY,
+)
 SOURCES = Gauge("gateway_event_sources", "Event sources by phase.", ["phase"], registry=REGISTRY)

@@ -366,3 +366,29 @@ async def test_one_source_failing_unavailable_is_that_sources_error_not_the_serv
     assert False not in said, "a source's UNAVAILABLE never marks the server unreachable"
     assert status.server_connected and status.ready
     assert status.nodes["steady"].phase is Phase.RUNNING
+
+
+async def test_a_sources_lost_connection_shows_as_error_with_the_stream_open_and_running_again_after(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, got = rig
+    await lifecycle.apply([spec("flap", "count: 0\nevery: 0.05\ndisconnect_at: 2\ndown_for: 0.5")])
+    await status.wait_for(phase("flap", Phase.ERROR))
+    assert status.nodes["flap"].message == "disconnected, stream open: the broker closed the connection"
+    assert REGISTRY.get_sample_value("gateway_source_connected", {"source": "flap"}) == 0
+    await status.wait_for(phase("flap", Phase.RUNNING))
+    assert status.nodes["flap"].message == "event source is running (reconnected 1 time(s))"
+    assert REGISTRY.get_sample_value("gateway_source_connected", {"source": "flap"}) == 1
+    assert status.nodes["flap"].restarts == 0, "the stream stayed open"
+    await got.until("flap", 5)
+
+
+async def test_a_stream_that_ends_says_it_is_restarting(
+    rig: tuple[Lifecycle, StatusBoard, Collected],
+) -> None:
+    lifecycle, status, _ = rig
+    await lifecycle.apply([spec("gone", "count: 1\nend: unavailable")])
+    await status.wait_for(
+        lambda board: "gone" in board.nodes and board.nodes["gone"].message.startswith("stream")
+    )
+    assert status.nodes["gone"].message.startswith("stream ended, restarting: UNAVAILABLE: ")
