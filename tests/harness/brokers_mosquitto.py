@@ -1,9 +1,10 @@
 """mosquitto (MQTT) for tests: Debian's 2.0 broker on 127.0.0.1, its retained and queued messages kept.
 
 The broker runs from a config written into its work dir: one listener on ``127.0.0.1:<port>``,
-anonymous clients, persistence to ``mosquitto.db`` there (saved on SIGTERM, read on the next start), log
-to stdout. Run as root, mosquitto would drop to user ``mosquitto`` and then fail to write a root-owned
-dir, so as root the config says ``user root``.
+anonymous clients, persistence to ``mosquitto.db`` there (saved on SIGTERM, read on the next start),
+and its log to stderr (unbuffered, so the log is whole when a failing test prints it). Run as root,
+mosquitto would drop to user ``mosquitto`` and then fail to write a root-owned dir, so as root the
+config says ``user root``.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ class Mosquitto(Broker):
             "persistence true",
             f"persistence_location {self.workdir}/",
             "persistence_file mosquitto.db",
-            "log_dest stdout",
-            "log_type error warning notice information",
+            "log_dest stderr",
+            *(f"log_type {kind}" for kind in ("error", "warning", "notice", "information")),  # one a line
         ]
         if os.geteuid() == 0:
             lines.append("user root")
