@@ -1,9 +1,7 @@
-"""Credentials: secrets read from a file or the environment, bearer tokens, HMAC-SHA256 body signatures.
+"""Credentials: bearer tokens and HMAC-SHA256 body signatures, checked against secrets.
 
-A secret's value is never logged nor shown in a ``repr``: only where it comes from. A file secret is
-re-read when the file changes (a rotated Kubernetes Secret), checked with one ``stat`` per request;
-if the new file cannot be read, the last good value stays in use and a warning says so. Surrounding
-whitespace (the newline ``echo`` leaves) is not part of a secret. Comparisons take constant time.
+Secrets are read by ``common.secrets.Secret`` (shared by every kind): from a file, re-read when it
+changes (one ``stat`` per request), or from the environment; never logged. Comparisons take constant time.
 """
 
 from __future__ import annotations
@@ -12,13 +10,10 @@ import enum
 import hashlib
 import hmac
 import logging
-import os
-from collections.abc import Mapping
 
-from common.errors import SourceFailed, SourceUnavailable
-from gateways.webhook.config import SecretRef, Signature
+from common.secrets import Secret, SecretRef
+from gateways.webhook.config import Signature
 
-_log = logging.getLogger(__name__)
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
@@ -30,63 +25,6 @@ class Verdict(enum.Enum):
     """No credential given: 401 with a challenge."""
     WRONG = "wrong"
     """A credential given, but not the right one: 403."""
-
-
-class Secret:
-    """One secret's current value, from its ``SecretRef``."""
-
-    def __init__(self, ref: SecretRef, *, environ: Mapping[str, str] | None = None) -> None:
-        self.ref = ref
-        self._environ = os.environ if environ is None else environ
-        self._value = b""
-        self._stamp: tuple[int, int, int] | None = None
-
-    def __repr__(self) -> str:
-        return f"Secret({self.ref.describe()})"
-
-    def load(self) -> None:
-        """Read the secret now: ``SourceFailed`` for a missing variable (it cannot appear without a
-        restart), ``SourceUnavailable`` for an unreadable file (a mounted Secret may still be coming)."""
-        if self.ref.env:
-            value = self._environ.get(self.ref.env)
-            if value is None or not value.strip():
-                raise SourceFailed(f"the secret in environment variable {self.ref.env} is unset or empty")
-            self._value = value.strip().encode()
-            return
-        try:
-            self._read_file()
-        except OSError as exc:
-            raise SourceUnavailable(f"cannot read the secret file {self.ref.file}: {exc.strerror}") from exc
-        if not self._value:
-            raise SourceUnavailable(f"the secret file {self.ref.file} is empty")
-
-    def value(self, logger: Logger = _log) -> bytes:
-        """The current value; a changed file is re-read first."""
-        if self.ref.file:
-            try:
-                if _stamp(self.ref.file) != self._stamp:
-                    self._read_file()
-            except OSError as exc:
-                logger.warning(
-                    "Cannot re-read the secret file %s (%s); keeping the last value.",
-                    self.ref.file,
-                    exc.strerror,
-                )
-        return self._value
-
-    def _read_file(self) -> None:
-        stamp = _stamp(self.ref.file)
-        with open(self.ref.file, "rb") as handle:
-            value = handle.read().strip()
-        if value:
-            self._value = value
-        self._stamp = stamp
-
-
-def _stamp(path: str) -> tuple[int, int, int]:
-    """What changes when a file is replaced or rewritten: inode, modification time, size."""
-    info = os.stat(path)
-    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def check_bearer(authorization: str | None, token: bytes) -> Verdict:

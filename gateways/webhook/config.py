@@ -18,6 +18,7 @@ from typing import Any
 from common.config_yaml import load_fields
 from common.durations import DurationError, format_duration, parse_duration_ns
 from common.errors import ConfigError
+from common.secrets import SecretRef, parse_secret
 
 METHODS = ("HEAD", "PUT", "CONNECT", "DELETE", "GET", "OPTIONS", "PATCH", "POST", "TRACE")
 """What v0.11 accepted, in its order."""
@@ -59,25 +60,7 @@ MAX_RATE = 1_000_000.0
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 """An HTTP header field name (RFC 9110 token)."""
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BAD_PATH_CHARS = re.compile(r"[\s?#\x00-\x1f\x7f]")
-
-
-@dataclass(frozen=True)
-class SecretRef:
-    """Where a secret is read from: a file (re-read when it changes) or an environment variable.
-
-    Only the reference is kept here; the value is read when the source starts and never logged.
-    """
-
-    file: str = ""
-    """A path, e.g. a mounted Kubernetes Secret key (``/etc/webhook/token``)."""
-    env: str = ""
-    """An environment variable of the server's container."""
-
-    def describe(self) -> str:
-        """``file /path`` or ``env NAME``: where the secret is, never what it is."""
-        return f"file {self.file}" if self.file else f"env {self.env}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +141,7 @@ def parse(data: str) -> WebhookConfig:
     tls = _tls(raw.get("serverCertPath"), raw.get("serverKeyPath"), problems)
     max_body = _max_body(raw.get("maxBodyBytes"), problems)
     read_timeout = _read_timeout(raw.get("readTimeout"), problems)
-    bearer = _secret(raw.get("bearerToken"), "bearerToken", problems)
+    bearer = parse_secret(raw.get("bearerToken"), "bearerToken", problems)
     signature = _signature(raw.get("signature"), problems)
     rate_limit = _rate_limit(raw.get("rateLimit"), problems)
     max_headers = _max_headers(raw.get("maxHeaderBytes"), problems)
@@ -287,25 +270,6 @@ def _duration(value: Any, name: str, default: float, problems: dict[str, str]) -
     return seconds
 
 
-def _secret(value: Any, field: str, problems: dict[str, str]) -> SecretRef | None:
-    if value is None:
-        return None
-    shape = "must be {file: /path/to/secret} or {env: VARIABLE_NAME}"
-    if not isinstance(value, Mapping) or len(value) != 1:
-        problems[field] = f"{shape} (the secret itself is never written in the config)"
-        return None
-    ((kind, where),) = value.items()
-    if kind == "file" and isinstance(where, str) and where.strip():
-        return SecretRef(file=where.strip())
-    if kind == "env" and isinstance(where, str) and _ENV_NAME.match(where):
-        return SecretRef(env=where)
-    if kind in ("file", "env"):
-        problems[f"{field}.{kind}"] = f"must be a {'path' if kind == 'file' else 'variable name'}"
-    else:
-        problems[field] = f"{shape}, got a {kind!r} key"
-    return None
-
-
 def _signature(value: Any, problems: dict[str, str]) -> Signature | None:
     if value is None:
         return None
@@ -321,7 +285,7 @@ def _signature(value: Any, problems: dict[str, str]) -> Signature | None:
     if value.get("secret") is None:
         problems["signature.secret"] = "is required: {file: /path} or {env: NAME}"
         return None
-    secret = _secret(value.get("secret"), "signature.secret", problems)
+    secret = parse_secret(value.get("secret"), "signature.secret", problems)
     if secret is None or any(field.startswith("signature") for field in problems):
         return None
     return Signature(secret, header)
