@@ -172,8 +172,8 @@ class Lifecycle:
         if self._refused.get(spec.name) == spec:
             return
         self._refused[spec.name] = spec
-        self._status.set_phase(spec.name, spec.id, Phase.ERROR, f"event source is not valid: {reason}")
-        SourceLogger(_log, spec.name).error("Event source is invalid; not starting it: %s", reason)
+        self._status.set_phase(spec.name, spec.id, Phase.ERROR, _invalid(reason))
+        SourceLogger(_log, spec.name).error("Not starting the event source: %s", _invalid(reason))
 
     def _start(self, spec: EventSourceSpec) -> None:
         log = SourceLogger(_log, spec.name)
@@ -264,12 +264,8 @@ class Lifecycle:
         verdict = await self._stub.ValidateEventSource(spec.to_proto())
         self._status.connected(True)
         if not verdict.isValid:
-            self._status.set_phase(
-                spec.name, spec.id, Phase.ERROR, f"event source is not valid: {verdict.reason}"
-            )
-            SourceLogger(_log, spec.name).error(
-                "Event source is invalid; not starting it: %s", verdict.reason
-            )
+            self._status.set_phase(spec.name, spec.id, Phase.ERROR, _invalid(verdict.reason))
+            SourceLogger(_log, spec.name).error("Not starting the event source: %s", _invalid(verdict.reason))
             raise _Stop()
 
     async def _stream(self, runner: _Runner, log: SourceLogger) -> None:
@@ -358,7 +354,7 @@ class Lifecycle:
         """Record a failed call; True when it is worth retrying."""
         code, details = exc.code(), exc.details() or ""
         if code is grpc.StatusCode.INVALID_ARGUMENT:
-            self._status.set_phase(spec.name, spec.id, Phase.ERROR, f"event source is not valid: {details}")
+            self._status.set_phase(spec.name, spec.id, Phase.ERROR, _invalid(details))
             SourceLogger(_log, spec.name).error("Event source refused by the server: %s", details)
             return False
         # One source's UNAVAILABLE (its port taken, a file not mounted yet) is that source's fault:
@@ -383,3 +379,9 @@ def _count_unhanded(source: str, events: Sequence[eventing_pb2.Event], log: Sour
         ids,
     )
     return len(events)
+
+
+def _invalid(reason: str) -> str:
+    """A status message for a refused source, said once: a server's reason usually names the source
+    and says "is invalid" already (``ConfigError``)."""
+    return reason if reason.startswith("event source ") else f"event source is not valid: {reason}"
