@@ -8,6 +8,7 @@ a gateway package.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -84,6 +85,17 @@ class SourceContext:
     """The source's connection as last reported (``report_connection``)."""
     watchers: list[Callable[[Connection], None]] = field(default_factory=list)
     """Told of every change of ``connection`` (the stream sends it to a client that asked)."""
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the source serves (``serving``); a client that asks for state is told then, so its
+    status says Running only when it is true."""
+
+    def serving(self) -> None:
+        """The source is up (a webhook's route answers, a broker subscription is in place). A kind
+        with ``says_when_serving`` calls it; for any other the server does as the source starts."""
+        if not self.ready.is_set():
+            self.ready.set()
+            for watcher in self.watchers:
+                watcher(self.connection)
 
     def report_connection(self, connected: bool, reason: str = "") -> None:
         """Say that the source's connection to its broker went down (with the reason) or came back.
@@ -130,6 +142,9 @@ class GatewayKind(Generic[C]):
     """Event sources (ConfigMap YAML) that ``gateway run`` uses when given none."""
     close: Callable[[], Awaitable[None]] | None = None
     """Releases what the kind shares across sources (a webhook's listening ports) when the server stops."""
+    says_when_serving: bool = False
+    """Whether the kind calls ``SourceContext.serving`` itself once a source is up (a webhook, once its
+    route answers); otherwise a source counts as serving as soon as it starts."""
     listen_on: Callable[[str], None] | None = None
     """Sets the interface the kind's own listeners bind (``--listen-host``); None: it has none."""
     metrics: CollectorRegistry | None = None

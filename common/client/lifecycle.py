@@ -283,9 +283,8 @@ class Lifecycle:
         received = EVENTS_RECEIVED.labels(source=spec.name)
         try:
             await stream.open()
-            self._status.set_phase(spec.name, spec.id, Phase.RUNNING, "event source is running")
-            SOURCE_CONNECTED.labels(source=spec.name).set(1)
-            log.info("Event source is running.")
+            if not stream.controlled:  # v0.11's stream says nothing more: open is as good as it gets
+                self._running(spec, log)
             self._started()
             first = True
             async for message in stream.messages():
@@ -294,6 +293,7 @@ class Lifecycle:
                     first = False
                     if stream.controlled:
                         self._controlled = True
+                        self._running(spec, log)  # a server too old to send its state has one event
                 events = message.batch or (message,)
                 received.inc(len(events))
                 self._status.event(spec.name, len(events))
@@ -339,6 +339,21 @@ class Lifecycle:
         if self._collector is not None:
             self._collector.source_started()
 
+    def _running(
+        self, spec: EventSourceSpec, log: SourceLogger, message: str = "event source is running"
+    ) -> None:
+        node = self._status.nodes.get(spec.name)
+        if (
+            node is not None
+            and node.id == spec.id
+            and node.phase is Phase.RUNNING
+            and node.message == message
+        ):
+            return
+        self._status.set_phase(spec.name, spec.id, Phase.RUNNING, message)
+        SOURCE_CONNECTED.labels(source=spec.name).set(1)
+        log.info("Event source is running.")
+
     def _state(self, spec: EventSourceSpec, state: eventing_pb2.SourceState) -> None:
         """The server says the source's own connection (to its broker) changed; the stream stays open."""
         if state.connection == eventing_pb2.SourceState.DISCONNECTED:
@@ -346,9 +361,8 @@ class Lifecycle:
             reason = state.reason or "no reason given"
             self._status.set_phase(spec.name, spec.id, Phase.ERROR, f"disconnected, stream open: {reason}")
         elif state.connection == eventing_pb2.SourceState.CONNECTED:
-            SOURCE_CONNECTED.labels(source=spec.name).set(1)
             again = f" (reconnected {state.reconnects} time(s))" if state.reconnects else ""
-            self._status.set_phase(spec.name, spec.id, Phase.RUNNING, f"event source is running{again}")
+            self._running(spec, SourceLogger(_log, spec.name), f"event source is running{again}")
 
     def _fault(self, spec: EventSourceSpec, exc: grpc.aio.AioRpcError) -> bool:
         """Record a failed call; True when it is worth retrying."""

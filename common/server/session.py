@@ -121,10 +121,13 @@ class Session:
         mark goes into the channel after the events sent before the change (it never waits for room)."""
 
         def changed(_: Connection) -> None:
-            self.state_marks += 1
-            self.channel.push(STATE_MARK)
+            if self.ctx.ready.is_set():  # before it serves, the first state waits for ``serving``
+                self.state_marks += 1
+                self.channel.push(STATE_MARK)
 
         self.ctx.watchers.append(changed)
+        if self.ctx.ready.is_set():
+            changed(self.ctx.connection)
 
     def acknowledged(self, sequences: Iterable[int]) -> None:
         """The client acknowledged ``sequences``: their events are delivered."""
@@ -136,6 +139,8 @@ class Session:
 
     def start(self, kind: GatewayKind[Any]) -> None:
         self.task = tasks.start(self._pump(kind), name=f"event source {self.name!r}", logger=self.log)
+        if not kind.says_when_serving:
+            self.ctx.serving()
 
     @property
     def held(self) -> int:

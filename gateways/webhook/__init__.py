@@ -29,6 +29,7 @@ KIND: GatewayKind[WebhookConfig] = GatewayKind(
     demo=DEMO,
     close=ROUTER.close,
     listen_on=ROUTER.listen_on,
+    says_when_serving=True,
     metrics=REGISTRY,
 )
 

@@ -30,6 +30,7 @@ async def run(ctx: SourceContext, config: WebhookConfig) -> AsyncGenerator[Sourc
             source=ctx.name,
         )
     route = await router.ROUTER.register(ctx.name, config, ctx.logger)
+    ctx.serving()
     ctx.on_drain(route.stop_taking)
     pending: deque[SourceEvent] = deque()
     try:

@@ -76,7 +76,7 @@ async def test_a_client_that_asks_is_told_of_a_lost_connection_and_its_return_in
     call, reader = open_stream(stub)
     await call.write(start("flap", "count: 0\nevery: 0.05\ndisconnect_at: 1\ndown_for: 0.3", state=True))
     seen: list[str] = []
-    while len([s for s in seen if s.startswith("state")]) < 2:
+    while len([s for s in seen if s.startswith("state")]) < 3:
         message = await reader.message()
         assert message is not None
         if message.HasField("state"):
@@ -85,7 +85,8 @@ async def test_a_client_that_asks_is_told_of_a_lost_connection_and_its_return_in
             seen.append(f"state {connection} {state.reason!r} {state.reconnects}")
         else:
             seen.extend(f"event {e.id}" for e in (message.event.batch or (message.event,)))
-    assert seen[:3] == [
+    assert seen[:4] == [
+        "state CONNECTED '' 0",  # once the source serves: the client's status says Running only then
         "event flap:0",
         "event flap:1",
         "state DISCONNECTED 'the broker closed the connection' 0",
