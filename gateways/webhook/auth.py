@@ -11,7 +11,8 @@ import hashlib
 import hmac
 import logging
 
-from common.secrets import Secret, SecretRef
+from common.secrets import Secret as Secret  # re-exported: the webhook's own name for it
+from common.secrets import SecretRef
 from gateways.webhook.config import Signature
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]

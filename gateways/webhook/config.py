@@ -18,7 +18,8 @@ from typing import Any
 from common.config_yaml import load_fields
 from common.durations import DurationError, format_duration, parse_duration_ns
 from common.errors import ConfigError
-from common.secrets import SecretRef, parse_secret
+from common.secrets import SecretRef as SecretRef  # re-exported: the webhook config's own name for it
+from common.secrets import parse_secret
 
 METHODS = ("HEAD", "PUT", "CONNECT", "DELETE", "GET", "OPTIONS", "PATCH", "POST", "TRACE")
 """What v0.11 accepted, in its order."""
