@@ -1,0 +1,222 @@
+"""One source's NATS connection: one attempt to open it, its ups and downs reported, its close.
+
+The first connect is one attempt per call (``open``); ``source`` retries it with ``common.retry``, so
+each failure is a numbered log line and, with the v0.11 ``backoff``, attempts can be bounded. Once
+the connection is up, nats-py re-establishes it by itself, forever, every ``RECONNECT_WAIT``
+seconds, and replays the subscriptions: each loss and each return is reported with
+``SourceContext.report_connection`` (the client shows it in the source's status), in the library's
+words, with credentials in a URL always redacted.
+
+nats-py's error callback also reports core NATS messages it drops as a slow consumer (past a
+subscription's pending limits): each is counted in ``nats_messages_dropped_total``, and logged at most
+once per ``DROP_LOG_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client, RawCredentials
+
+from common.errors import SourceUnavailable
+from common.kinds import SourceContext
+from common.secrets import Secret, redact_url
+from gateways.nats import metrics
+from gateways.nats.config import NatsConfig
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds one server may take to accept the connection and answer its handshake."""
+RECONNECT_WAIT = 2.0
+"""Seconds between nats-py's attempts to reconnect to one server (its own default)."""
+PING_INTERVAL = 20.0
+"""Seconds between the client's pings: with ``MAX_OUTSTANDING_PINGS`` a connection that went silent
+(a broker on a host that vanished) is noticed within about a minute, not nats-py's six."""
+MAX_OUTSTANDING_PINGS = 3
+CLOSE_TIMEOUT = 2.0
+"""Seconds a close may take to write what is pending (the last acks) before the socket goes."""
+DROP_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about slow-consumer drops; the count is in each line."""
+FAULTS = (nats.errors.Error, OSError, TimeoutError)
+"""What nats-py raises when talking to the server fails."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` (nats-py's errors have an empty repr but a readable ``str``), redacted."""
+    text = str(exc)
+    return redact_url(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+class Connection:
+    """The NATS connection of one running source."""
+
+    def __init__(self, ctx: SourceContext, config: NatsConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.client = Client()
+        self.listeners: list[Callable[[], None]] = []
+        """Called whenever the connection comes back or is lost for good (readers wake on it)."""
+        self.lost = False
+        """True once the connection closed without us closing it (nats-py gave up)."""
+        self.problem = ""
+        """What nats-py last reported, redacted; "" while all is well."""
+        self._closing = False
+        self._secrets = _secrets(config)
+        self._dropped = metrics.DROPPED.labels(source=ctx.name, reason="slow_consumer")
+        self._unlogged_drops = 0
+        self._last_drop_log = -DROP_LOG_INTERVAL
+
+    @property
+    def connected(self) -> bool:
+        return self.client.is_connected
+
+    async def open(self) -> None:
+        """One attempt to connect to the configured servers (each tried twice, at once); raises
+        ``SourceUnavailable`` naming the last error, and reports the source disconnected with it."""
+        for secret in self._secrets.values():
+            secret.load()
+        self.client = Client()
+        self.problem = ""
+        self.lost = False
+        try:
+            # nats-py has no single-attempt connect: with one reconnect allowed and no wait it tries
+            # each server twice, then gives up with NoServersError (its error_cb has heard why).
+            await self.client.connect(
+                list(self.config.servers),
+                **self._options(),
+                allow_reconnect=True,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+            )
+        except (*FAULTS, ValueError) as exc:
+            why = (
+                self.problem
+                if isinstance(exc, nats.errors.NoServersError) and self.problem
+                else describe(exc)
+            )
+            self._closing = True  # this client is given up: its callbacks say nothing more
+            with contextlib.suppress(*FAULTS):
+                await self.client.close()
+            self._closing = False
+            reason = f"cannot connect to {self.config.display_url}: {why}"
+            self.ctx.report_connection(False, reason)
+            raise SourceUnavailable(reason, source=self.ctx.name) from exc
+        # From here on nats-py reconnects by itself, forever, as the connection's own options say.
+        self.client.options["max_reconnect_attempts"] = -1
+        self.client.options["reconnect_time_wait"] = RECONNECT_WAIT
+        self.problem = ""
+
+    async def close(self) -> None:
+        """Close the connection (what is pending, the last acks, is written first); never raises."""
+        self._closing = True
+        if self.client.is_closed:
+            return
+        with contextlib.suppress(*FAULTS):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.client.close()
+
+    def _options(self) -> dict[str, Any]:
+        auth = self.config.auth
+        secrets = self._secrets
+        logger = self.ctx.logger
+        options: dict[str, Any] = {
+            "name": f"gateways nats source {self.ctx.name}",
+            "connect_timeout": CONNECT_TIMEOUT,
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+            "closed_cb": self._on_closed,
+        }
+        # Callables are read at every (re)connect, so a rotated Secret file is used from the next one.
+        if "token" in secrets:
+            options["token"] = lambda: secrets["token"].text(logger)
+        if "password" in secrets:
+            user = auth.username
+            options["user"] = (lambda: secrets["username"].text(logger)) if "username" in secrets else user
+            options["password"] = lambda: secrets["password"].text(logger)
+        if auth.nkey is not None:
+            if auth.nkey.file:
+                options["nkeys_seed"] = auth.nkey.file  # nats-py reads the file at every connect
+            else:
+                options["nkeys_seed_str"] = secrets["nkey"].text(logger)
+        if auth.credentials is not None:
+            if auth.credentials.file:
+                options["user_credentials"] = auth.credentials.file
+            else:
+                options["user_credentials"] = RawCredentials(secrets["credentials"].text(logger))
+        if self.config.tls is not None or any(s.startswith("tls://") for s in self.config.servers):
+            options["tls"] = self._tls_context()
+        return options
+
+    def _tls_context(self) -> ssl.SSLContext:
+        files = self.config.tls
+        try:
+            context = ssl.create_default_context(cafile=files.ca if files and files.ca else None)
+            if files is not None and files.cert:
+                context.load_cert_chain(files.cert, files.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise SourceUnavailable(f"cannot load the TLS files: {exc}", source=self.ctx.name) from exc
+        return context
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            self._count_drop()
+            return
+        self.problem = describe(exc)
+        if not self.client.is_connected and not self._closing and self.client.is_reconnecting:
+            self.ctx.report_connection(False, self.problem)
+        elif self.client.is_connected:
+            self.ctx.logger.warning("NATS reports: %s", self.problem)
+
+    def _count_drop(self) -> None:
+        self._dropped.inc()
+        self._unlogged_drops += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            self.ctx.logger.warning(
+                "Dropped %d message(s) on %s as a slow consumer: the stream is back-pressured and core "
+                "NATS cannot wait (use jetStream for messages that must not be lost).",
+                self._unlogged_drops,
+                self.config.subject,
+            )
+            self._unlogged_drops, self._last_drop_log = 0, now
+
+    async def _on_disconnected(self) -> None:
+        if not self._closing:
+            self.ctx.report_connection(
+                False, self.problem or f"lost the connection to {self.config.display_url}"
+            )
+
+    async def _on_reconnected(self) -> None:
+        self.problem = ""
+        self.ctx.report_connection(True)
+        self._tell()
+
+    async def _on_closed(self) -> None:
+        if not self._closing:
+            self.lost = True
+            self.ctx.report_connection(False, self.problem or "the NATS connection closed")
+            self._tell()
+
+    def _tell(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+
+def _secrets(config: NatsConfig) -> dict[str, Secret]:
+    """A reader for each secret reference the config names."""
+    auth = config.auth
+    refs = {
+        "token": auth.token,
+        "username": auth.username if not isinstance(auth.username, str) else None,
+        "password": auth.password,
+        "nkey": auth.nkey,
+        "credentials": auth.credentials,
+    }
+    return {name: Secret(ref) for name, ref in refs.items() if ref is not None}
