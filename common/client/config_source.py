@@ -167,6 +167,8 @@ class FileConfigSource:
             _log.warning("No event-source config loaded yet: %s", read.problem)
             self._report(False, f"no event-source config loaded yet: {read.problem}")
             return None
-        _log.warning("Keeping the last good event-source config (%s): %s", good.specs.summary, read.problem)
+        _log.warning(
+            "Keeping the last good event-source config (%d source(s)): %s", len(good.specs), read.problem
+        )
         self._report(True, f"keeping the last good config: {read.problem}", keeping=read.problem)
         return Snapshot(good.specs, origin, read.problem)

@@ -168,12 +168,16 @@ class Lifecycle:
             return {}
 
     def _refuse(self, spec: EventSourceSpec, reason: str) -> None:
-        """A source the pre-check refused: reported, not started, until the config changes."""
-        if self._refused.get(spec.name) == spec:
+        """A source the pre-check refused: reported, not started, until the config changes. Told again
+        for an unchanged source, it is reported again only when the reason changed (the source it
+        clashed with was replaced by another)."""
+        message = _invalid(reason)
+        node = self._status.nodes.get(spec.name)
+        if self._refused.get(spec.name) == spec and node is not None and node.message == message:
             return
         self._refused[spec.name] = spec
-        self._status.set_phase(spec.name, spec.id, Phase.ERROR, _invalid(reason))
-        SourceLogger(_log, spec.name).error("Not starting the event source: %s", _invalid(reason))
+        self._status.set_phase(spec.name, spec.id, Phase.ERROR, message)
+        SourceLogger(_log, spec.name).error("Not starting the event source: %s", message)
 
     def _start(self, spec: EventSourceSpec) -> None:
         log = SourceLogger(_log, spec.name)

@@ -154,6 +154,14 @@ async def test_a_newcomer_that_clashes_with_a_running_source_is_refused_and_the_
         assert body["nodes"]["old"]["restarts"] == 0
         assert await gateway.post(port, "/hook", b"during") == 200
 
+        gateway.config.write_text(configmap(new=source_yaml(port, "/hook"), other=source_yaml(port, "/hook")))
+        both = await gateway.until(
+            "two newcomers that clash both refused",
+            lambda b: "old" not in b["nodes"] and b["nodes"].get("other", {}).get("phase") == "Error",
+        )
+        assert "event source 'other'" in both["nodes"]["new"]["message"], "the reason follows the change"
+        assert "event source 'new'" in both["nodes"]["other"]["message"]
+
         gateway.config.write_text(configmap(new=source_yaml(port, "/hook")))
         await gateway.until("the newcomer started once the running one is gone", running("new"))
         assert await gateway.post(port, "/hook", b"after") == 200
