@@ -152,7 +152,7 @@ def load_one(text: str, *, limit: int = MAX_VALUE_BYTES) -> Any:
 def _marked(exc: yaml.MarkedYAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    what = ": ".join(part for part in (exc.context, exc.problem) if part)
     return where + (what or "cannot be parsed")
 
 
