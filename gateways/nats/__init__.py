@@ -18,6 +18,8 @@ data:
     subject: foo
 """
 
-KIND: GatewayKind[NatsConfig] = GatewayKind(name="nats", parse=parse, run=run, demo=DEMO, metrics=REGISTRY)
+KIND: GatewayKind[NatsConfig] = GatewayKind(
+    name="nats", parse=parse, run=run, demo=DEMO, says_when_serving=True, metrics=REGISTRY
+)
 
 __all__ = ["KIND", "NatsConfig"]

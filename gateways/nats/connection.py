@@ -43,6 +43,14 @@ DROP_LOG_INTERVAL = 10.0
 """Seconds between two log lines about slow-consumer drops; the count is in each line."""
 FAULTS = (nats.errors.Error, OSError, TimeoutError)
 """What nats-py raises when talking to the server fails."""
+CONNECTION_FAULTS = (
+    OSError,
+    TimeoutError,
+    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,
+    nats.errors.NoServersError,
+)
+"""Errors that mean the connection itself is lost or cannot be made."""
 
 
 def describe(exc: BaseException) -> str:
@@ -169,10 +177,12 @@ class Connection:
             self._count_drop()
             return
         self.problem = describe(exc)
-        if not self.client.is_connected and not self._closing and self.client.is_reconnecting:
-            self.ctx.report_connection(False, self.problem)
-        elif self.client.is_connected:
-            self.ctx.logger.warning("NATS reports: %s", self.problem)
+        if isinstance(exc, CONNECTION_FAULTS):
+            # The connection is going or gone: said once, by the disconnect, then as the reason changes.
+            if self.client.is_reconnecting and not self._closing:
+                self.ctx.report_connection(False, self.problem)
+            return
+        self.ctx.logger.warning("NATS reports: %s", self.problem)  # e.g. a permissions violation
 
     def _count_drop(self) -> None:
         self._dropped.inc()

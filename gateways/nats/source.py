@@ -47,17 +47,23 @@ async def run(ctx: SourceContext, config: NatsConfig) -> AsyncGenerator[SourceEv
     async def attempt() -> Reader:
         if drained.is_set():
             raise _Drained()
-        await connection.open()
+        try:
+            await connection.open()
+        except SourceUnavailable:
+            ctx.serving()  # not serving, but the state is known: the client shows why, not "starting"
+            raise
         reader: Reader = JetStreamReader(connection) if config.jetstream else CoreReader(connection)
         try:
             await reader.subscribe()
         except BaseException as exc:
             if isinstance(exc, SourceUnavailable):
                 ctx.report_connection(False, str(exc))  # connected, but reading nothing: say why
+                ctx.serving()  # the client is told the source's state once it is known, good or bad
             await reader.close()
             await connection.close()
             raise
         ctx.report_connection(True)
+        ctx.serving()
         return reader
 
     try:
