@@ -8,11 +8,12 @@ stream's buffer and one fetch (``FETCH_BATCH``) are unacknowledged. A push consu
 
 Each event carries a ``delivered`` future: resolved (every subscriber accepted the event, or gave it
 up by policy; with a v0.11 client, once written) it acks its message; failed (``NotDelivered``: the
-stream ended first) it naks it, so JetStream delivers it again at once, to the next stream. While
-the gateway holds a message JetStream is told every half ``ackWait`` that it is in progress, so a
-slow subscriber causes no redelivery. What was not settled when the source stops is nak'ed as the
-connection closes; after a crash, JetStream delivers it again once ``ackWait`` has passed. So
-delivery is at least once: a subscriber can see a message twice (same id), never zero times.
+stream ended first) it naks it, so JetStream delivers it again to the next stream (``FETCH_WAIT``
+later, so that no fetch the going source left open takes it back). While the gateway holds a
+message, JetStream is told every half ``ackWait`` that it is in progress, so a slow subscriber causes
+no redelivery. What was not settled when the source stops is nak'ed as the connection closes; after
+a crash, JetStream delivers it again once ``ackWait`` has passed. So delivery is at least once: a
+subscriber can see a message twice (same id), never zero times.
 
 The durable is created if missing, updated if its changeable settings differ (``ackWait``,
 ``maxAckPending``); a setting JetStream cannot change (``deliverPolicy``) is refused and retried
@@ -86,9 +87,9 @@ class Answers:
         self._wake.set()
 
     def _settle(self, msg: Msg, done: asyncio.Future[None]) -> None:
+        delivered = not done.cancelled() and done.exception() is None
         if self._closed:
             return  # answered (nak'ed) when the source stopped
-        delivered = not done.cancelled() and done.exception() is None
         self._queue.append((msg, "ack" if delivered else "nak"))
         self._wake.set()
 
@@ -118,7 +119,12 @@ class Answers:
 
     async def _answer(self, msg: Msg, outcome: str) -> None:
         try:
-            await getattr(msg, outcome)()
+            if outcome == "nak":
+                # Not at once: a fetch this source left open (it expires within FETCH_WAIT) would take
+                # the message again, just as the source goes; the next reader gets it.
+                await msg.nak(delay=FETCH_WAIT)
+            else:
+                await getattr(msg, outcome)()
         except (*FAULTS, nats.errors.MsgAlreadyAckdError) as exc:
             self.ctx.logger.warning(
                 "Cannot %s message %s of stream %s: %s; JetStream delivers it again after ackWait.",
