@@ -30,7 +30,7 @@ from common.client.ops import DEFAULT_OPS_PORT
 from common.client.runner import DeliveryOptions, build_delivery, gateway_identity, run_client, run_standalone
 from common.client.stream import UnackedBound
 from common.client.subscribers import SubscriberError
-from common.configmap import EventSourceFileError, parse_event_sources
+from common.configmap import EventSourceFileError, read_event_sources
 from common.kinds import GatewayKind, UnknownKindError, available_kinds, load_kind
 from common.metrics_http import MetricsServer
 from common.server.app import serve
@@ -357,14 +357,8 @@ def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
 
 
 def _validate(kind: GatewayKind[Any], path: Path) -> int:
-    raw = path.read_bytes()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        print(f"INVALID {path}: not UTF-8 text (byte {exc.start}); expected a ConfigMap YAML")
-        return EXIT_FAILED
-    try:
-        specs = parse_event_sources(text, origin=str(path))
+        specs = read_event_sources(path)
     except EventSourceFileError as exc:
         print(f"INVALID {path}: {exc}")
         return EXIT_FAILED
@@ -372,7 +366,8 @@ def _validate(kind: GatewayKind[Any], path: Path) -> int:
     reserved = frozenset({pod.server_port or DEFAULT_SERVER_PORT, DEFAULT_OPS_PORT})
     verdicts = validate_all(kind, specs, reserved)
     for verdict in verdicts:
-        print(f"OK      {verdict.name}" if verdict.ok else f"INVALID {verdict.name}: {verdict.error}")
+        reason = verdict.error.reason if verdict.error is not None else ""
+        print(f"OK      {verdict.name}" if verdict.ok else f"INVALID {verdict.name}: {reason}")
     if not verdicts:
         print(f"(no event sources in {path})")
     return EXIT_OK if all(v.ok for v in verdicts) else EXIT_FAILED

@@ -15,9 +15,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from common.config_yaml import load_fields
+from common.config_yaml import check_event_size, load_fields
 from common.durations import DurationError, parse_duration_ns
 from common.errors import ConfigError
+from gateways.calendar.binding import payload
 from gateways.calendar.recurrence import Recurrence, RecurrenceError, parse_recurrence
 from gateways.calendar.schedule import (
     IntervalSchedule,
@@ -60,6 +61,8 @@ def parse(data: str) -> CalendarConfig:
         recurrence = _recurrence(raw.get("recurrence"), zone, problems)
     schedule = _schedule(raw, zone, recurrence, problems)
     _check_payload(raw.get("userPayload"), problems)
+    if "userPayload" not in problems:  # JSON escaping can grow it: measured as an event carries it
+        check_event_size(len(payload(datetime.now(UTC), raw.get("userPayload"))), "userPayload", problems)
     if problems:
         raise ConfigError(problems)
     assert schedule is not None and recurrence is not None
