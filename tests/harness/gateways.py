@@ -62,15 +62,10 @@ class Gateway:
     async def start(self, wait_port: int | None = None) -> None:
         """Start the processes; ready once the client's ``/readyz`` answers 200 (and ``wait_port``
         accepts connections)."""
-        delivery = [arg for url in self.subscribers for arg in ("--subscriber", url)]
-        delivery += ["--ops-port", str(self.ops_port), *self.client_args]
+        delivery = self._delivery()
         if self.pod:
             await self.start_server()
-            self.client = Proc("client", self.tmp / "client.log")
-            cmd = [*GATEWAY, "client", "--server", f"127.0.0.1:{self.grpc_port}", "--kind", self.kind]
-            self.client.proc = await spawn(
-                [*cmd, "--event-sources", str(self.config), *delivery], self.client.log
-            )
+            await self.start_client()
         else:
             self.client = Proc("standalone", self.tmp / "run.log")
             cmd = [*GATEWAY, "run", self.kind, "--event-sources", str(self.config), *delivery]
@@ -78,6 +73,22 @@ class Gateway:
         await wait_until(self._ready, what="the client's /readyz answers 200", timeout=20)
         if wait_port is not None:
             await wait_tcp(wait_port, self.client.proc)
+
+    def _delivery(self) -> list[str]:
+        delivery = [arg for url in self.subscribers for arg in ("--subscriber", url)]
+        return [*delivery, "--ops-port", str(self.ops_port), *self.client_args]
+
+    async def start_client(self, log: str = "client.log") -> None:
+        """Start ``gateway client`` (again, after a stop or a kill); ready when ``start`` waits."""
+        self.client = Proc("client", self.tmp / log)
+        cmd = [*GATEWAY, "client", "--server", f"127.0.0.1:{self.grpc_port}", "--kind", self.kind]
+        self.client.proc = await spawn(
+            [*cmd, "--event-sources", str(self.config), *self._delivery()], self.client.log
+        )
+
+    async def ready(self) -> None:
+        """Until the client's ``/readyz`` answers 200."""
+        await wait_until(self._ready, what="the client's /readyz answers 200", timeout=20)
 
     async def start_server(self, log: str = "server.log") -> None:
         """Start ``gateway serve`` on the gRPC port (again, after a stop); ready once it listens."""
