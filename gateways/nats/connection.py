@@ -73,6 +73,8 @@ class Connection:
         self.problem = ""
         """What nats-py last reported, redacted; "" while all is well."""
         self._closing = False
+        self._opening = False
+        self._told_why = False
         self._secrets = _secrets(config)
         self._dropped = metrics.DROPPED.labels(source=ctx.name, reason="slow_consumer")
         self._unlogged_drops = 0
@@ -90,6 +92,7 @@ class Connection:
         self.client = Client()
         self.problem = ""
         self.lost = False
+        self._opening, self._told_why = True, False
         try:
             # nats-py has no single-attempt connect: with one reconnect allowed and no wait it tries
             # each server twice, then gives up with NoServersError (its error_cb has heard why).
@@ -113,6 +116,8 @@ class Connection:
             reason = f"cannot connect to {self.config.display_url}: {why}"
             self.ctx.report_connection(False, reason)
             raise SourceUnavailable(reason, source=self.ctx.name) from exc
+        finally:
+            self._opening = False
         # From here on nats-py reconnects by itself, forever, as the connection's own options say.
         self.client.options["max_reconnect_attempts"] = -1
         self.client.options["reconnect_time_wait"] = RECONNECT_WAIT
@@ -176,7 +181,11 @@ class Connection:
         if isinstance(exc, nats.errors.SlowConsumerError):
             self._count_drop()
             return
-        self.problem = describe(exc)
+        if not (self._opening and self._told_why and isinstance(exc, CONNECTION_FAULTS)):
+            # Within one attempt, what the server said (Authorization Violation) stays the reason, not
+            # the reset that follows it.
+            self.problem = describe(exc)
+            self._told_why = self._opening and not isinstance(exc, CONNECTION_FAULTS)
         if isinstance(exc, CONNECTION_FAULTS):
             # The connection is going or gone: said once, by the disconnect, then as the reason changes.
             if self.client.is_reconnecting and not self._closing:

@@ -12,12 +12,12 @@ import json
 import shutil
 import subprocess
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import grpc
 import nats
 import pytest
@@ -80,11 +80,31 @@ class Broker(NatsServer):
         self._proc = launch_from_c([*PDEATHSIG, *self.command()], self.log_path, self.workdir)
         self.ready_seconds = await self._until_ready(self._proc, started)
 
-    def subscriptions(self, connection_name: str) -> list[str]:
+    async def probe(self) -> None:
+        """The harness's NATS probe logs in without credentials; a broker that demands them is
+        asked its monitoring port's ``/healthz`` instead (it answers ok once it serves clients)."""
+        if not self.extra:
+            await super().probe()
+            return
+        try:
+            health = await self._get("/healthz")
+        except aiohttp.ClientError as exc:
+            raise OSError(f"the monitoring port does not answer yet: {exc!r}") from exc
+        if health.get("status") != "ok":
+            raise ValueError(f"nats-server is not healthy yet: {health}")
+
+    async def _get(self, path: str) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"http://127.0.0.1:{self.monitor_port}{path}") as answer,
+        ):
+            found: dict[str, Any] = json.loads(await answer.read())
+            return found
+
+    async def subscriptions(self, connection_name: str) -> list[str]:
         """The subjects the connection named ``connection_name`` subscribes to now (``/connz``)."""
-        url = f"http://127.0.0.1:{self.monitor_port}/connz?subs=1"
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            connz = json.loads(answer.read())
+        connz = await self._get("/connz?subs=1")
         return [
             subject
             for connection in connz.get("connections") or []
@@ -95,8 +115,12 @@ class Broker(NatsServer):
     async def subscribed(self, source: str, subject: str, timeout: float = 10.0) -> None:
         """Wait until event source ``source`` subscribes to ``subject`` on this broker."""
         name = f"gateways nats source {source}"
+
+        async def subscribed() -> bool:
+            return self.running and subject in await self.subscriptions(name)
+
         await wait_until(
-            lambda: self.running and subject in self.subscriptions(name),
+            subscribed,
             what=f"{source} subscribed to {subject}",
             timeout=timeout,
         )

@@ -127,7 +127,7 @@ async def test_stopping_a_source_closes_its_subscription_and_its_connection(
     assert broker.connections() == before + 1
     call.cancel()
     await wait_until(lambda: broker.connections() == before, what="the source's connection closed")
-    assert broker.subscriptions("gateways nats source closing") == []
+    assert await broker.subscriptions("gateways nats source closing") == []
 
 
 async def test_a_broker_outage_is_told_on_the_wire_and_delivery_resumes_on_the_same_stream(
@@ -187,7 +187,7 @@ async def test_a_drained_core_source_ends_ok_after_what_it_received_and_unsubscr
     await call.done_writing()
     assert await call.code() == grpc.StatusCode.OK
     assert payloads == [str(n).encode() for n in range(20)]
-    assert broker.subscriptions("gateways nats source drained") == []
+    assert await broker.subscriptions("gateways nats source drained") == []
 
 
 async def test_core_nats_drops_what_it_cannot_hold_while_back_pressured_and_counts_the_drops(
