@@ -96,22 +96,23 @@ class Connection:
         try:
             # nats-py has no single-attempt connect: with one reconnect allowed and no wait it tries
             # each server twice, then gives up with NoServersError (its error_cb has heard why).
-            await self.client.connect(
-                list(self.config.servers),
-                **self._options(),
-                allow_reconnect=True,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0,
-            )
+            # The whole attempt is bounded too: after a failed TLS handshake nats-py's second try
+            # can hang past its connect timeout.
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2 * len(self.config.servers) + 1):
+                await self.client.connect(
+                    list(self.config.servers),
+                    **self._options(),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0,
+                )
         except (*FAULTS, ValueError) as exc:
-            why = (
-                self.problem
-                if isinstance(exc, nats.errors.NoServersError) and self.problem
-                else describe(exc)
-            )
+            gave_up = isinstance(exc, nats.errors.NoServersError | TimeoutError)
+            why = self.problem if gave_up and self.problem else describe(exc)
             self._closing = True  # this client is given up: its callbacks say nothing more
             with contextlib.suppress(*FAULTS):
-                await self.client.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.client.close()
             self._closing = False
             reason = f"cannot connect to {self.config.display_url}: {why}"
             self.ctx.report_connection(False, reason)

@@ -136,9 +136,9 @@ async def test_a_missing_stream_is_said_and_retried_until_an_operator_creates_it
     call.cancel()
 
 
-async def take_state(reader: Reader) -> str:
+async def take_state(reader: Reader, timeout: float = 10) -> str:
     """The next message, which must be a state: ``state <CONNECTION> <reconnects> <reason>``."""
-    message = await reader.message(timeout=10)
+    message = await reader.message(timeout=timeout)
     assert message is not None and message.HasField("state"), message
     state = message.state
     name = eventing_pb2.SourceState.Connection.Name(state.connection)
