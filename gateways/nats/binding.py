@@ -1,23 +1,23 @@
 """NATS message <-> event: the body as the payload, the rest as CloudEvent attributes. Pure, no I/O.
 
-========================  ==========================================================================
-event field               from the message
-========================  ==========================================================================
-payload                   the message body, byte for byte (what v0.11 sent)
-id                        JetStream: ``<source>:<stream>:<stream sequence>``, the same for every
-                          redelivery of one stored message. Core NATS: ``<source>:<Nats-Msg-Id>``
-                          when the header is there (printable ASCII, at most 200 characters; the id a
-                          JetStream publisher de-duplicates on), else ``<source>:<fresh uuid4>``
-time                      JetStream: when the stream stored the message; core NATS: when it arrived
-subject                   the message's subject (``eventsubject`` in the CloudEvent: its ``subject``
-                          is the event-source name), e.g. ``orders.eu.created``
-content type              the ``Content-Type`` header (any case) when it is a valid media type; one that
-                          is not becomes ``application/octet-stream``; none without the header
-extension ``headers``     JSON object: header name (as sent) -> list of values; only when the message
-                          has headers
-extension ``redelivered`` JetStream: ``true`` when JetStream delivered the message before, else ``false``
-extension ``deliverycount`` JetStream: how many times it has been delivered, this time included (``1``)
-========================  ==========================================================================
+===========================  =======================================================================
+event field                  from the message
+===========================  =======================================================================
+payload                      the message body, byte for byte (what v0.11 sent)
+id                           JetStream: ``<source>:<stream>:<stream sequence>``, the same for every
+                             redelivery of one stored message. Core NATS: ``<source>:<Nats-Msg-Id>``
+                             when the header is there (printable ASCII, at most 200 characters; the
+                             id a JetStream publisher de-duplicates on), else ``<source>:<uuid4>``
+time                         JetStream: when the stream stored the message; core: when it arrived
+subject                      the message's subject (``eventsubject`` in the CloudEvent, whose
+                             ``subject`` is the event-source name), e.g. ``orders.eu.created``
+content type                 the ``Content-Type`` header (any case) when it is a valid media type;
+                             one that is not becomes ``application/octet-stream``; none without it
+extension ``headers``        JSON object: header name (as sent) -> list of values; only when the
+                             message has headers
+extension ``redelivered``    JetStream: ``true`` when JetStream delivered the message before
+extension ``deliverycount``  JetStream: deliveries so far, this one included (``1`` the first time)
+===========================  =======================================================================
 """
 
 from __future__ import annotations

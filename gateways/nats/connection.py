@@ -53,6 +53,15 @@ CONNECTION_FAULTS = (
 """Errors that mean the connection itself is lost or cannot be made."""
 
 
+def stop_if_cancelled() -> None:
+    """Raise ``CancelledError`` when this task has been asked to stop. nats-py can lose a cancellation
+    (Python 3.11's ``asyncio.wait_for`` in its fetch and ``next_msg`` swallows one that comes as its
+    own timeout fires), so loops around its calls look here on every turn instead of trusting it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 def describe(exc: BaseException) -> str:
     """``Type: message`` (nats-py's errors have an empty repr but a readable ``str``), redacted."""
     text = str(exc)
@@ -75,6 +84,7 @@ class Connection:
         self._closing = False
         self._opening = False
         self._told_why = False
+        self._open = False
         self._secrets = _secrets(config)
         self._dropped = metrics.DROPPED.labels(source=ctx.name, reason="slow_consumer")
         self._unlogged_drops = 0
@@ -87,11 +97,18 @@ class Connection:
     async def open(self) -> None:
         """One attempt to connect to the configured servers (each tried twice, at once); raises
         ``SourceUnavailable`` naming the last error, and reports the source disconnected with it."""
-        for secret in self._secrets.values():
-            secret.load()
+        try:
+            for secret in self._secrets.values():
+                secret.load()
+            options = self._options()
+        except SourceUnavailable as exc:  # a file not mounted yet: retried, and said in status
+            self.ctx.report_connection(False, str(exc))
+            raise
         self.client = Client()
         self.problem = ""
         self.lost = False
+        self.listeners = []  # the readers of failed attempts are gone
+        self._open, self._closing = False, False  # a new client (an attempt after a failed subscribe)
         self._opening, self._told_why = True, False
         try:
             # nats-py has no single-attempt connect: with one reconnect allowed and no wait it tries
@@ -101,24 +118,23 @@ class Connection:
             async with asyncio.timeout(CONNECT_TIMEOUT * 2 * len(self.config.servers) + 1):
                 await self.client.connect(
                     list(self.config.servers),
-                    **self._options(),
+                    **options,
                     allow_reconnect=True,
                     max_reconnect_attempts=1,
                     reconnect_time_wait=0,
                 )
-        except (*FAULTS, ValueError) as exc:
+        except BaseException as exc:  # cancelled too: the half-made connection must not linger
+            await self._give_up()
+            if not isinstance(exc, (*FAULTS, ValueError)):
+                raise
             gave_up = isinstance(exc, nats.errors.NoServersError | TimeoutError)
             why = self.problem if gave_up and self.problem else describe(exc)
-            self._closing = True  # this client is given up: its callbacks say nothing more
-            with contextlib.suppress(*FAULTS):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await self.client.close()
-            self._closing = False
             reason = f"cannot connect to {self.config.display_url}: {why}"
             self.ctx.report_connection(False, reason)
             raise SourceUnavailable(reason, source=self.ctx.name) from exc
         finally:
             self._opening = False
+        self._open = True
         # From here on nats-py reconnects by itself, forever, as the connection's own options say.
         self.client.options["max_reconnect_attempts"] = -1
         self.client.options["reconnect_time_wait"] = RECONNECT_WAIT
@@ -127,11 +143,21 @@ class Connection:
     async def close(self) -> None:
         """Close the connection (what is pending, the last acks, is written first); never raises."""
         self._closing = True
-        if self.client.is_closed:
+        if not self._open or self.client.is_closed:
             return
         with contextlib.suppress(*FAULTS):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.client.close()
+
+    async def _give_up(self) -> None:
+        """Close the client of a failed attempt; its callbacks say nothing more."""
+        self._closing = True
+        try:
+            with contextlib.suppress(*FAULTS, AssertionError):  # AssertionError: it never got a server
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self.client.close()
+        finally:
+            self._closing = False
 
     def _options(self) -> dict[str, Any]:
         auth = self.config.auth

@@ -40,7 +40,7 @@ from common.errors import SourceUnavailable
 from common.events import SourceEvent
 from common.kinds import SourceContext
 from gateways.nats import binding, metrics
-from gateways.nats.connection import FAULTS, Connection, describe
+from gateways.nats.connection import FAULTS, Connection, describe, stop_if_cancelled
 
 FETCH_BATCH = 64
 """Messages asked for at once: the stream's buffer (64 events), so one fetch fills it."""
@@ -97,6 +97,7 @@ class Answers:
         loop = asyncio.get_running_loop()
         next_progress = loop.time() + self._interval
         while True:
+            stop_if_cancelled()
             self._wake.clear()
             if not self._queue:
                 with contextlib.suppress(TimeoutError):
@@ -234,6 +235,7 @@ class JetStreamReader:
         assert self._sub is not None
         connection = self.connection
         while not self._draining:
+            stop_if_cancelled()
             if connection.lost:
                 raise SourceUnavailable(
                     f"the connection to {connection.config.display_url} closed: {connection.problem}",

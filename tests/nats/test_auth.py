@@ -7,10 +7,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 import nats
 import pytest
 
-from tests.nats.conftest import broker_with, open_stream, source_yaml, start
+from tests.nats.conftest import broker_with, open_stream, source_yaml, spec, start
 from tests.nats.test_core import take
 from tests.nats.test_jetstream import take_state
 
@@ -69,8 +70,38 @@ async def test_credentials_in_the_url_log_in_and_are_never_shown_in_state_or_log
         right = broker.url.replace("nats://", f"nats://app:{PASSWORD}@")
         call, reader = await open_stream(stub, start("inline", source_yaml(right, "inline"), state=True))
         await broker.subscribed("inline", "inline")
-        assert await take_state(reader) == "state CONNECTED 0 "
+        assert await take_state(reader) == "state CONNECTED 0"
         call.cancel()
     assert "wrong-pass" not in caplog.text
     assert PASSWORD not in caplog.text
     assert "nats://app:***@" in caplog.text
+
+
+async def test_a_token_file_not_mounted_yet_is_waited_for_and_said_in_status(
+    stub: EventingAsyncStub, tmp_path: Path
+) -> None:
+    token = tmp_path / "mounted" / "token"
+    async with broker_with("--auth", TOKEN) as broker:
+        data = source_yaml(broker.url, "mounting", f"token: {{file: {token}}}")
+        call, reader = await open_stream(stub, start("mounting", data, state=True))
+        waiting = await take_state(reader)
+        assert (
+            waiting == f"state DISCONNECTED 0 cannot read the secret file {token}: No such file or directory"
+        )
+        token.parent.mkdir()
+        token.write_text(TOKEN)
+        await broker.subscribed("mounting", "mounting")
+        assert await take_state(reader) == "state CONNECTED 1"
+        call.cancel()
+
+
+async def test_a_password_variable_that_is_unset_refuses_the_source_until_its_config_changes(
+    stub: EventingAsyncStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NATS_TEST_UNSET", raising=False)
+    data = source_yaml("nats://127.0.0.1:1", "x", "username: app", "password: {env: NATS_TEST_UNSET}")
+    call = stub.StartEventSource(spec("unset", data))
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await call.read()
+    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "environment variable NATS_TEST_UNSET is unset or empty" in (ended.value.details() or "")

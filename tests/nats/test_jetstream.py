@@ -142,7 +142,7 @@ async def take_state(reader: Reader, timeout: float = 10) -> str:
     assert message is not None and message.HasField("state"), message
     state = message.state
     name = eventing_pb2.SourceState.Connection.Name(state.connection)
-    return f"state {name} {state.reconnects} {state.reason}"
+    return f"state {name} {state.reconnects} {state.reason}".rstrip()
 
 
 async def test_a_message_held_past_ack_wait_is_kept_in_progress_not_delivered_again(
