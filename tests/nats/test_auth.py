@@ -4,6 +4,7 @@ credentials inline in the URL, which are never shown."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,3 +106,23 @@ async def test_a_password_variable_that_is_unset_refuses_the_source_until_its_co
         await call.read()
     assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "environment variable NATS_TEST_UNSET is unset or empty" in (ended.value.details() or "")
+
+
+async def test_an_nkey_seed_from_a_file_or_a_variable_logs_in(
+    stub: EventingAsyncStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nkeys = pytest.importorskip("nkeys", reason="nkey logins need the nkeys package (nats-py[nkeys])")
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    (tmp_path / "seed.nk").write_bytes(seed + b"\n")
+    monkeypatch.setenv("NATS_TEST_SEED", seed.decode())
+    server_config = tmp_path / "nats.conf"
+    server_config.write_text(f"authorization {{ users = [ {{ nkey: {public} }} ] }}\n")
+    async with broker_with("-c", str(server_config)) as broker:
+        for name, ref in (
+            ("seedfile", f"{{file: {tmp_path / 'seed.nk'}}}"),
+            ("seedenv", "{env: NATS_TEST_SEED}"),
+        ):
+            call, _ = await open_stream(stub, start(name, source_yaml(broker.url, name, f"nkey: {ref}")))
+            await broker.subscribed(name, name)
+            call.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, datetime
 
 import pytest
@@ -175,3 +176,14 @@ def test_tls_takes_ca_cert_and_key_files() -> None:
     assert config.tls == TlsFiles("/ca.crt", "/tls.crt", "/tls.key")
     assert parse("url: nats://h\nsubject: s\ntls: {}").tls == TlsFiles()
     assert list(problems("url: nats://h\nsubject: s\ntls: {ca: 1, pem: /x}")) == ["tls.ca", "tls.pem"]
+
+
+def test_nkey_and_credentials_logins_are_refused_where_the_nkeys_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "nkeys" else real(name))
+    found = problems("url: nats://h\nsubject: s\nnkey: {file: /seed.nk}")
+    assert list(found) == ["nkey"]
+    assert "needs the nkeys package" in found["nkey"][0]
+    assert list(problems("url: nats://h\nsubject: s\ncredentials: {file: /u.creds}")) == ["credentials"]
