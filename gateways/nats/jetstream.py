@@ -81,6 +81,11 @@ class Answers:
         future.add_done_callback(lambda done: self._settle(msg, done))
         return future
 
+    def give_back(self, msgs: list[Msg]) -> None:
+        """``msgs`` were fetched but never became events: JetStream may deliver them to another reader."""
+        self._queue.extend((msg, "nak") for msg in msgs)
+        self._wake.set()
+
     def term(self, msg: Msg) -> None:
         """``msg`` can never become an event: JetStream is told not to deliver it again."""
         self._queue.append((msg, "term"))
@@ -255,10 +260,15 @@ class JetStreamReader:
                 raise SourceUnavailable(
                     f"fetching from JetStream failed: {describe(exc)}", source=self.ctx.name
                 ) from exc
-            for msg in messages:
+            for index, msg in enumerate(messages):
                 event = self._event(msg)
-                if event is not None:
+                if event is None:
+                    continue
+                try:
                     yield event
+                except BaseException:  # closed mid-batch: the rest go back to JetStream at once
+                    self.answers.give_back(messages[index + 1 :])
+                    raise
         await self.answers.settled.wait()
 
     def _event(self, msg: Msg) -> SourceEvent | None:
