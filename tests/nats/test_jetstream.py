@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import grpc
+import pytest
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
@@ -63,23 +64,31 @@ async def test_a_message_is_acked_only_once_the_client_acknowledges_its_event(
     call.cancel()
 
 
+@pytest.mark.parametrize("ending", ["stopped", "cancelled"])
 async def test_a_message_never_acknowledged_is_delivered_again_to_the_next_stream(
-    stub: EventingAsyncStub, broker: Broker, publisher: Client
+    stub: EventingAsyncStub, broker: Broker, publisher: Client, ending: str
 ) -> None:
     js = await orders(publisher)
+    name = f"again-{ending}"
     data = durable_source(broker)
-    call, reader = await open_stream(stub, start("again", data, acknowledges=True))
+    call, reader = await open_stream(stub, start(name, data, acknowledges=True))
     await js.publish("orders.x", b"must not be lost")
     (first,) = await reader.events(1)
-    call.cancel()  # the client went away without acknowledging
-    call, reader = await open_stream(stub, start("again", data, acknowledges=True))
+    if ending == "stopped":  # the client stops the source without acknowledging
+        stop = eventing_pb2.Stop(reason=eventing_pb2.STOP_REASON_CHANGED)
+        await call.write(eventing_pb2.StreamControl(stop=stop))
+        await reader.until_end()
+        await call.done_writing()
+    else:
+        call.cancel()  # the client went away without acknowledging
+    call, reader = await open_stream(stub, start(name, data, acknowledges=True))
     (second,) = await reader.events(1)
     assert second.payload == b"must not be lost"
-    assert second.id == first.id == "again:ORDERS:1", "the same stored message keeps its id"
+    assert second.id == first.id == f"{name}:ORDERS:1", "the same stored message keeps its id"
     assert (second.extensions["redelivered"], second.extensions["deliverycount"]) == ("true", "2")
-    assert metrics.sample("nats_jetstream_answers_total", source="again", outcome="nak") == 1
+    assert metrics.sample("nats_jetstream_answers_total", source=name, outcome="nak") == 1
     await call.write(ack(second.sequence))
-    await wait_until(lambda: pending_is(js, "again", 0), what="acked at last")
+    await wait_until(lambda: pending_is(js, name, 0), what="acked at last")
     call.cancel()
 
 
