@@ -19,7 +19,10 @@ What a file must be, or it is refused as a whole (``EventSourceFileError``, ever
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +111,32 @@ def name_problem(name: object) -> str:
 
 def read_event_sources(path: Path) -> list[EventSourceSpec]:
     """Every event source in the file at ``path``; ``OSError`` when it cannot be read at all."""
-    with path.open("rb") as file:
-        raw = file.read(MAX_FILE_BYTES + 1)
-    return parse_event_sources(raw, origin=str(path))
+    return parse_event_sources(read_config_bytes(path), origin=str(path))
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """At most ``MAX_FILE_BYTES`` + 1 bytes of the regular file at ``path``, never waiting: a FIFO, a
+    device or a socket in its place (which would block an open or a read forever) is an ``OSError``
+    saying what it is."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = (
+                "a directory"
+                if stat.S_ISDIR(mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "not a regular file"
+            )
+            raise OSError(errno.EINVAL, f"{kind}, not a file of YAML")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=True) as file:
+            fd = -1
+            return file.read(MAX_FILE_BYTES + 1)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def parse_event_sources(text: str | bytes, *, origin: str = "<text>") -> list[EventSourceSpec]:

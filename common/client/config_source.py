@@ -19,12 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from common.configmap import (
-    MAX_FILE_BYTES,
-    EventSourceFileError,
-    EventSourceSpec,
-    parse_event_sources,
-)
+from common.configmap import EventSourceFileError, EventSourceSpec, parse_event_sources, read_config_bytes
 
 _log = logging.getLogger(__name__)
 
@@ -142,8 +137,7 @@ class FileConfigSource:
     def _read(self) -> _Read:
         origin = str(self.path)
         try:
-            with self.path.open("rb") as file:
-                raw = file.read(MAX_FILE_BYTES + 1)
+            raw = read_config_bytes(self.path)
         except OSError as exc:
             return _Read(None, problem=f"cannot read {origin}: {exc.strerror or exc}")
         digest = hashlib.sha256(raw).hexdigest()

@@ -199,3 +199,26 @@ async def test_a_file_broken_from_the_start_yields_nothing_until_it_is_fixed(tmp
     path.write_text(configmap(a="interval: 1s"))
     assert [s.name for s in (await waiting).specs] == ["a"]
     await it.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(30)
+async def test_a_fifo_swapped_in_for_the_file_is_refused_at_once_and_the_next_good_file_followed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cm.yaml"
+    path.write_text(configmap(a="interval: 1s"))
+    it = FileConfigSource(path, poll_interval=0.01).snapshots()
+    good = await next_snapshot(it)
+
+    os.mkfifo(tmp_path / "f.fifo")
+    os.symlink(tmp_path / "f.fifo", tmp_path / "f.new")
+    os.replace(tmp_path / "f.new", path)  # opening it for reading would wait for a writer forever
+    kept = await next_snapshot(it)
+    assert "a FIFO" in kept.keeping
+    assert kept.specs == good.specs
+
+    (tmp_path / "good.yaml").write_text(configmap(a="interval: 1s", b="interval: 2s"))
+    os.replace(tmp_path / "good.yaml", path)
+    fixed = await next_snapshot(it)
+    assert [s.name for s in fixed.specs] == ["a", "b"]
+    await it.aclose()  # type: ignore[attr-defined]
