@@ -294,3 +294,31 @@ def test_make_run_prefixes_each_gateways_lines_with_its_kind() -> None:
     assert seen >= {"[webhook]", "[calendar]"}, "".join(lines[-20:])
     logged = [line for line in lines if " INFO " in line or " WARNING " in line]
     assert logged and all(line.startswith(("[webhook]  ", "[calendar] ")) for line in logged)
+
+
+def test_gateway_run_printing_into_a_closed_pipe_stops_cleanly_without_a_traceback(tmp_path: Path) -> None:
+    config = write(tmp_path, "a: {interval: 1s}\n")
+    cmd = f"{sys.executable} -m common.cli run calendar --event-sources {config} | head -1"
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["subject"] == "a"
+    assert "Traceback" not in proc.stderr and "stdout was closed" in proc.stderr
+
+
+def test_printed_events_keep_the_payloads_own_json_text_on_one_line() -> None:
+    import io
+    from datetime import UTC, datetime
+
+    from common.client.model import GatewayIdentity, ReceivedEvent
+    from common.client.printer import Printer
+    from common.rpc import eventing_pb2
+
+    out = io.StringIO()
+    printer = Printer(GatewayIdentity("gw", "webhook"), out)
+    payload = b'{\n  "big": 1e400,\n  "n": 123456789012345678901234567890\n}'
+    event = eventing_pb2.Event(name="s", id="s:1", payload=payload, content_type="application/json")
+    asyncio.run(printer.publish(ReceivedEvent("s", event, datetime.now(UTC))))
+    (line,) = out.getvalue().splitlines()
+    assert line.endswith('"data":{   "big": 1e400,   "n": 123456789012345678901234567890 }}')

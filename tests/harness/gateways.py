@@ -72,6 +72,7 @@ class Gateway:
             self.client.proc = await spawn(cmd, self.client.log)
         await wait_until(self._ready, what="the client's /readyz answers 200", timeout=20)
         if wait_port is not None:
+            assert self.client is not None and self.client.proc is not None
             await wait_tcp(wait_port, self.client.proc)
 
     def _delivery(self) -> list[str]:

@@ -85,7 +85,10 @@ async def test_jetstream_survives_kill_9_of_each_process_and_a_subscriber_outage
         bound = ("--max-unacked-events", str(BOUND))
         gw = Gateway(tmp_path, config, [f"http://127.0.0.1:{sink_port}/"], kind="nats", client_args=bound)
         sink = await _sink(sink_port, ledger, sink_log)
-        got = lambda: {int(i.rsplit(":", 1)[1]) for i in arrived(ledger, "orders")}  # noqa: E731
+
+        def got() -> set[int]:
+            return {int(i.rsplit(":", 1)[1]) for i in arrived(ledger, "orders")}
+
         try:
             async with _publishing(broker.url, stored):
                 await gw.start()
@@ -100,9 +103,11 @@ async def test_jetstream_survives_kill_9_of_each_process_and_a_subscriber_outage
                     else:
                         await gw.start_server("server-2.log")
                     await gw.ready()
-                    before = len(got())
+                    wanted = len(got()) + 200
                     await wait_until(
-                        lambda b=before: len(got()) >= b + 200, what=f"delivery after {victim}", timeout=60
+                        lambda: len(got()) >= wanted,  # noqa: B023 - awaited within the iteration
+                        what=f"delivery after {victim}",
+                        timeout=60,
                     )
                 assert gw.client is not None and gw.client.proc is not None
                 rss_before = _rss_kib(gw.client.proc.pid)
