@@ -21,7 +21,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from common import collector, signals, tasks
-from common.client.config_source import ConfigSource
+from common.client.config_source import ConfigSource, FileConfigSource
 from common.client.lifecycle import Lifecycle, Precheck
 from common.client.model import ReceivedEvent
 from common.client.ops import DEFAULT_OPS_PORT, OpsServer
@@ -108,6 +108,8 @@ class GatewayClient:
         self.config = config
         self.delivery = delivery
         self.status = StatusBoard()
+        if isinstance(config, FileConfigSource):  # a file broken from the start says why on /readyz
+            config.report_to(self.status.config)
         self.ops_port = 0
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -109,6 +109,10 @@ class FileConfigSource:
         """Seconds between looks at the file; a stat per look, a read only when it changed."""
         self._report: Reporter = report or _ignore
 
+    def report_to(self, report: Reporter) -> None:
+        """Tell ``report`` (the client's status) after every read, a file broken from the start too."""
+        self._report = report
+
     def _stamp(self) -> tuple[int, int, int, int] | None:
         try:
             st = os.stat(self.path)  # follows symlinks: a swapped ..data link shows as a new inode

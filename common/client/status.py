@@ -56,6 +56,8 @@ class StatusBoard:
         self.config_loaded = False
         self.config_message = ""
         self.config_keeping = ""
+        self.config_problem = ""
+        """Why the config's current content is not what runs (kept, or not loaded yet)."""
         self.server_connected = False
         self._changed = asyncio.Event()
 
@@ -92,6 +94,7 @@ class StatusBoard:
         self.config_loaded = self.config_loaded or loaded
         self.config_message = message
         self.config_keeping = keeping
+        self.config_problem = keeping or ("" if loaded else message)
         self._bump()
 
     def connected(self, up: bool) -> None:
@@ -111,7 +114,7 @@ class StatusBoard:
                 "loaded": self.config_loaded,
                 "message": self.config_message,
                 "keeping_last_good": bool(self.config_keeping),
-                "problem": self.config_keeping,
+                "problem": self.config_problem,
             },
             "server": {"connected": self.server_connected},
             "nodes": {name: node.to_dict() for name, node in sorted(self.nodes.items())},

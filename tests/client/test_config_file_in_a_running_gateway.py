@@ -165,3 +165,17 @@ async def test_a_newcomer_that_clashes_with_a_running_source_is_refused_and_the_
         gateway.config.write_text(configmap(new=source_yaml(port, "/hook")))
         await gateway.until("the newcomer started once the running one is gone", running("new"))
         assert await gateway.post(port, "/hook", b"after") == 200
+
+
+async def test_a_file_broken_from_the_start_says_why_on_readyz_until_it_is_fixed(tmp_path: Path) -> None:
+    port = free_port()
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {token: dG9rZW4=}\n"
+    async with running_gateway(tmp_path, secret) as gateway:
+        body = await gateway.until(
+            "the reason on /readyz", lambda b: bool(b["config"]["problem"]), timeout=STARTUP
+        )
+        assert body["status"] == 503 and body["config"]["loaded"] is False
+        assert "not a ConfigMap: kind Secret" in body["config"]["problem"]
+        gateway.config.write_text(configmap(hook=source_yaml(port, "/hook")))
+        fixed = await gateway.until("loaded", lambda b: b["config"]["loaded"], timeout=STARTUP)
+        assert fixed["config"]["problem"] == ""
