@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import ipaddress
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +39,7 @@ from common.server.app import serve
 from common.server.metrics import REGISTRY as SERVER_REGISTRY
 from common.settings import (
     DEFAULT_SERVER_PORT,
+    GC_POLICIES,
     CollectorSettings,
     LogSettings,
     PodEnvironment,
@@ -81,6 +84,8 @@ def _seconds(text: str) -> float:
 
 def _port_or_off(text: str) -> int:
     """A TCP port, 0 for any free one, or -1 for off."""
+    if not text.isascii() or text != text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
     try:
         value = int(text)
     except ValueError:
@@ -100,8 +105,20 @@ def _count(text: str) -> int:
     return value
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
 def _host(text: str) -> str:
-    if not text or any(c.isspace() for c in text) or "/" in text:
+    """An IP address, or a host name by RFC 1123 (an all-numeric dotted name must be an IPv4 address)."""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare)
+        return text
+    except ValueError:
+        pass
+    labels = text.split(".")
+    numeric = all(label.isdigit() for label in labels)
+    if numeric or len(text) > 253 or not all(_LABEL.match(label) for label in labels):
         raise argparse.ArgumentTypeError(f"{text!r} is not a host name or IP address")
     return text
 
@@ -111,8 +128,17 @@ def _server_address(text: str) -> str:
     host, sep, port = text.rpartition(":")
     if not sep or not host or (":" in host and not (host.startswith("[") and host.endswith("]"))):
         raise argparse.ArgumentTypeError(f"{text!r}: expected host:port, e.g. localhost:9330")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    _host(host)
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: the port must be a number from 1 to 65535")
+    return text
+
+
+def _gc_policy(text: str) -> str:
+    if text not in GC_POLICIES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one of {', '.join(GC_POLICIES)} (also $GATEWAY_GC)"
+        )
     return text
 
 
@@ -225,6 +251,7 @@ def _listen_arg(cmd: argparse.ArgumentParser) -> None:
 def _gc_arg(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--gc",
+        type=_gc_policy,
         default=os.environ.get("GATEWAY_GC", "paced"),
         metavar="POLICY",
         help="garbage collection: paced (default; $GATEWAY_GC) or python",

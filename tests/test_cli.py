@@ -155,16 +155,20 @@ async def test_serve_exposes_the_kinds_metrics_on_the_metrics_port(tmp_path: Pat
 def test_an_unknown_gc_policy_is_a_usage_error_naming_it(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 2
-    assert "gc policy 'lazy'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(argv)
+    assert usage.value.code == 2
+    assert "--gc: 'lazy' is not one of paced, python" in capsys.readouterr().err
 
 
 def test_the_gc_policy_variable_is_read_when_no_flag_is_given(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("GATEWAY_GC", "sometimes")
-    assert main(["serve", "calendar"]) == 2
-    assert "gc policy 'sometimes'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["serve", "calendar"])
+    assert usage.value.code == 2
+    assert "'sometimes' is not one of paced, python (also $GATEWAY_GC)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -206,6 +210,13 @@ def _gateway(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str
         (["client", "--event-sources", "x.yaml", "--server", "::1:9330"], "--server"),
         (["client", "--event-sources", "x.yaml", "--ops-host", "a b"], "--ops-host"),
         (["serve", "webhook", "--listen-host", ""], "--listen-host"),
+        (["run", "calendar", "--ops-host", "999.1.1.1"], "--ops-host"),
+        (["serve", "webhook", "--listen-host", "1.2.3.4.5"], "--listen-host"),
+        (["client", "--event-sources", "x.yaml", "--server", "a b:9330"], "--server"),
+        (["serve", "calendar", "--host", "300.1.1.1"], "--host"),
+        (["serve", "calendar", "--gc", "fast"], "--gc"),
+        (["run", "calendar", "--ops-port", "\u0663\u0663\u0663\u0663"], "--ops-port"),
+        (["run", "calendar", "--ops-port", " 80"], "--ops-port"),
     ],
 )
 def test_every_bad_flag_value_is_a_usage_error_naming_the_flag(argv: list[str], flag: str) -> None:
