@@ -235,7 +235,7 @@ def _compile_cron(expression: str) -> _CronSpec:
         hint = " (descriptors such as @daily are not supported)" if expression.startswith("@") else ""
         names = " ".join(_CRON_FIELDS)
         raise ScheduleError(f"schedule: expected 5 cron fields ({names}), got {len(fields)}{hint}")
-    problem = _extension_problem(fields)
+    problem = _extension_problem(fields) or _range_problem(fields)
     if problem:
         raise ScheduleError(f"schedule: invalid cron expression {expression!r}: {problem}")
     fields = [
@@ -263,6 +263,28 @@ def _extension_problem(fields: list[str]) -> str | None:
             if mark in bare:
                 where = f"{_CRON_FIELDS[index]} field {field!r}"
                 return f"{where}: {mark!r} ({meaning}) is not supported, as in v0.11"
+    return None
+
+
+_NUMBER = r"[0-9]+|[A-Za-z]{3}"
+_RANGE = re.compile(rf"^(?P<low>{_NUMBER})-(?P<high>{_NUMBER})(?:/[0-9]+)?$")
+_LONE_STEP = re.compile(rf"^(?:{_NUMBER})/[0-9]+$")
+
+
+def _range_problem(fields: list[str]) -> str | None:
+    """Ranges Vixie cron reads otherwise than croniter: a reversed one (``22-2``: Vixie sets nothing,
+    croniter wraps round) and a step without a range (``1/10``: Vixie takes only ``1``)."""
+    for index, field in enumerate(fields):
+        for part in field.split(","):
+            where = f"{_CRON_FIELDS[index]} field {field!r}"
+            if _LONE_STEP.match(part):
+                start = part.split("/")[0]
+                return f"{where}: {part!r} has a step without a range; write {start}-<last>/... or */..."
+            found = _RANGE.match(part)
+            if found is None or not (found["low"].isdigit() and found["high"].isdigit()):
+                continue
+            if int(found["low"]) > int(found["high"]):
+                return f"{where}: the range {part!r} runs backwards; write it as two ranges"
     return None
 
 

@@ -220,6 +220,33 @@ def test_cron_extensions_that_v011_refused_are_refused_naming_the_field(
 
 
 @pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("0 22-2 * * *", "hour field '22-2': the range '22-2' runs backwards"),
+        ("5-1 * * * *", "minute field '5-1': the range '5-1' runs backwards"),
+        ("0 0 * * 5-1", "day-of-week field '5-1': the range '5-1' runs backwards"),
+        ("0 0 1/10 * *", "day-of-month field '1/10': '1/10' has a step without a range"),
+        ("0 0 1,5/2 * *", "day-of-month field '1,5/2': '5/2' has a step without a range"),
+    ],
+)
+def test_ranges_vixie_cron_reads_otherwise_are_refused_naming_the_field(
+    expression: str, problem: str
+) -> None:
+    # Vixie cron sets nothing for a backwards range and takes only the start of a lone step, where
+    # croniter wraps round and steps to the end of the field: refused rather than guessed.
+    with pytest.raises(ScheduleError, match=r"^schedule: ") as caught:
+        parse_cron(expression, UTC_ZONE)
+    assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "expression", ["0 2-4 * * 1-5", "0 0 1-31/10 * *", "0 0 * jan-mar mon-fri", "*/5 0 * * *"]
+)
+def test_forward_ranges_and_stepped_ranges_stay_valid(expression: str) -> None:
+    parse_cron(expression, UTC_ZONE)
+
+
+@pytest.mark.parametrize(
     ("expression", "after", "expected"),
     [
         ("0 0 * jul wed", utc(2026, 1, 1), utc(2026, 7, 1)),
