@@ -272,15 +272,24 @@ def _version(metadata: Any, problems: list[tuple[str, str]]) -> str:
     if not isinstance(metadata, dict):
         problems.append(("metadata", f"must be a mapping, got {_what(metadata)}"))
         return EXPECTED_VERSION
+    for name in ("name", "namespace"):
+        if name in metadata and not isinstance(metadata[name], str):
+            problems.append((f"metadata.{name}", f"must be text, got {_what(metadata[name])}"))
+    for name in ("labels", "annotations"):
+        entries = metadata.get(name)
+        if isinstance(entries, dict):
+            for key, value in entries.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    problems.append((f"metadata.{name}.{key}", f"must be text, got {_what(value)}"))
+        elif entries is not None:
+            problems.append((f"metadata.{name}", f"must be a mapping of names to text, got {_what(entries)}"))
     labels = metadata.get("labels")
     if labels is None:
         return EXPECTED_VERSION
     if not isinstance(labels, dict):
-        problems.append(("metadata.labels", f"must be a mapping of label names to text, got {_what(labels)}"))
         return EXPECTED_VERSION
     version = labels.get(VERSION_LABEL, EXPECTED_VERSION)
     if not isinstance(version, str):
-        problems.append((f"metadata.labels.{VERSION_LABEL}", f"must be text, got {_what(version)}"))
         return EXPECTED_VERSION
     return version
 

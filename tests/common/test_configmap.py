@@ -279,3 +279,22 @@ def test_a_real_file_is_read_from_its_bytes_and_an_oversized_one_is_refused(tmp_
         read_event_sources(path)
     with pytest.raises(OSError):
         read_event_sources(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "field"),
+    [
+        ("{labels: {a: {b: 1}}}", "metadata.labels.a"),
+        ("{labels: {a: null}}", "metadata.labels.a"),
+        ("{labels: [x]}", "metadata.labels"),
+        ("{annotations: 5}", "metadata.annotations"),
+        ("{annotations: {a: [1]}}", "metadata.annotations.a"),
+        ("{name: [a]}", "metadata.name"),
+        ("{namespace: {a: 1}}", "metadata.namespace"),
+    ],
+)
+def test_metadata_kubernetes_would_reject_is_refused_naming_the_field(metadata: str, field: str) -> None:
+    text = f"apiVersion: v1\nkind: ConfigMap\nmetadata: {metadata}\ndata: {{a: 'interval: 1s'}}\n"
+    with pytest.raises(EventSourceFileError) as refused:
+        parse_event_sources(text)
+    assert field in str(refused.value)
