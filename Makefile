@@ -55,9 +55,9 @@ install: $(STAMP)
 run: install
 	@echo "Standalone calendar and webhook gateways; CloudEvents appear below as JSON lines."
 	@echo "Send a webhook event:  curl -X POST localhost:12000/example -H 'Content-Type: application/json' -d '{\"hello\":\"world\"}'"
-	@$(VENV)/bin/gateway run webhook > >(sed -u 's/^/[webhook]  /') 2>&1 & webhook=$$!; \
+	@$(VENV)/bin/gateway run webhook > >(trap '' INT TERM; exec sed -u 's/^/[webhook]  /') 2>&1 & webhook=$$!; \
 	  trap 'kill $$webhook 2>/dev/null; wait $$webhook' EXIT INT TERM; \
-	  $(VENV)/bin/gateway run calendar > >(sed -u 's/^/[calendar] /') 2>&1
+	  $(VENV)/bin/gateway run calendar > >(trap '' INT TERM; exec sed -u 's/^/[calendar] /') 2>&1
 
 lint: install
 	$(VENV)/bin/ruff format --check .

@@ -65,10 +65,6 @@ def test_tasks_are_created_only_in_the_lifecycle_module() -> None:
 def test_every_logger_is_named_after_its_module() -> None:
     named = re.compile(r"logging\.getLogger\((?!__name__\))")
     allowed = {
-        (
-            "gateways/webhook/router.py",
-            'logging.getLogger("gateways.webhook.http")',
-        ),  # aiohttp's, for the kind
         ("common/server/servicer.py", 'logging.getLogger(f"gateways.{kind.name}")'),  # a source's, its kind's
         ("common/logs.py", "logging.getLogger()"),  # the root, configured once
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -177,7 +178,9 @@ class Lifecycle:
             return
         self._refused[spec.name] = spec
         self._status.set_phase(spec.name, spec.id, Phase.ERROR, message)
-        SourceLogger(_log, spec.name).error("Not starting the event source: %s", message)
+        SourceLogger(_log, spec.name).error(
+            "Not starting the event source, as it is not valid: %s", _NAMED.sub("", reason, count=1)
+        )
 
     def _start(self, spec: EventSourceSpec) -> None:
         log = SourceLogger(_log, spec.name)
@@ -269,7 +272,10 @@ class Lifecycle:
         self._status.connected(True)
         if not verdict.isValid:
             self._status.set_phase(spec.name, spec.id, Phase.ERROR, _invalid(verdict.reason))
-            SourceLogger(_log, spec.name).error("Not starting the event source: %s", _invalid(verdict.reason))
+            SourceLogger(_log, spec.name).error(
+                "Not starting the event source, as it is not valid: %s",
+                _NAMED.sub("", verdict.reason, count=1),
+            )
             raise _Stop()
 
     async def _stream(self, runner: _Runner, log: SourceLogger) -> None:
@@ -399,7 +405,10 @@ def _count_unhanded(source: str, events: Sequence[eventing_pb2.Event], log: Sour
     return len(events)
 
 
+_NAMED = re.compile(r"^event source '[^']*' is invalid: ")
+
+
 def _invalid(reason: str) -> str:
-    """A status message for a refused source, said once: a server's reason usually names the source
-    and says "is invalid" already (``ConfigError``)."""
-    return reason if reason.startswith("event source ") else f"event source is not valid: {reason}"
+    """A status message for a refused source, said once: the "event source 'x' is invalid: " that a
+    server's reason (``ConfigError``) starts with is not repeated."""
+    return f"event source is not valid: {_NAMED.sub('', reason, count=1)}"

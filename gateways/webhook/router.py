@@ -55,7 +55,7 @@ class _ServerLog(logging.LoggerAdapter[logging.Logger]):
     failure in the handler) stays an error with its traceback."""
 
     def __init__(self, port: int) -> None:
-        super().__init__(logging.getLogger("gateways.webhook.http"))
+        super().__init__(logging.getLogger(__name__))
         self._refused = metrics.RESPONSES.labels(port=str(port), code="400")
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:

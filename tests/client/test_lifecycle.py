@@ -170,7 +170,7 @@ async def test_an_invalid_source_is_reported_and_the_others_run(
     await lifecycle.apply([spec("good", "count: 0\nevery: 0.01"), spec("bad", "end: explode")])
     await status.wait_for(phase("bad", Phase.ERROR))
     assert "end:" in status.nodes["bad"].message
-    assert status.nodes["bad"].message.startswith("event source 'bad' is invalid: end: ")
+    assert status.nodes["bad"].message.startswith("event source is not valid: end: ")
     assert status.nodes["bad"].message.count("invalid") + status.nodes["bad"].message.count("not valid") == 1
     await got.until("good", 5)
     assert "bad" not in JOURNAL.started
