@@ -87,17 +87,22 @@ def _die_with_parent() -> None:
 def launch(
     cmd: Sequence[str], log_path: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session, dying with this process, its output appended to ``log_path``."""
+    """Start ``cmd`` in its own session, dying with this process, its output appended to ``log_path``.
+
+    ``setpriv --pdeathsig`` sets the parent-death signal when it is there: Python code run between
+    fork and exec (``preexec_fn``) can crash the child of a process whose gRPC threads are busy."""
+    setpriv = shutil.which("setpriv")
+    prefix = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            cmd,
+            [*prefix, *cmd],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=None if setpriv else _die_with_parent,
         )
 
 

@@ -25,12 +25,20 @@ STOP_TIMEOUT = 5.0
 """Seconds between SIGTERM and SIGKILL."""
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports this test run was given already: the kernel may hand a closed one out again at once, and two
+servers of one test on one port answer each other's requests."""
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that was free a moment ago (racy in theory, fine in practice)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that was free a moment ago, never one this run was given before."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _die_with_parent() -> None:
