@@ -14,6 +14,10 @@ durable consumer that starts at the beginning of the stream:
   up).
 
 Throughput is measured at the sink: events over the time from the first to the last it accepted.
+Latency, at a fixed rate: each consumer on a durable that takes only new messages, while this
+process publishes at RATE for a few seconds, stamping each message's ``x-sent-at`` header; the sink's
+arrival time minus that stamp (the gateway forwards NATS headers in its ``headers`` attribute, the
+bare consumers as an HTTP header).
 """
 
 from __future__ import annotations
@@ -22,17 +26,21 @@ import asyncio
 import contextlib
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import nats
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from bench.procs import free_port, nats_server_binary, process, server_process
-from bench.stats import median
+from bench.stats import median, percentile
 
 STREAM, SUBJECT = "ORDERS", "orders"
+SENT_AT = "x-sent-at"
+"""The publisher's send time (``time.time()``), a NATS header the sink reads (``bench.sinks``)."""
 PIPELINE = 16
 TARGET_RATIO = 1.0
 """The gateway against the sequential bare consumer: at least as fast."""
@@ -65,11 +73,17 @@ def _rate(stats: dict[str, Any]) -> float:
     return (stats["events"] - 1) / span if span > 0 else 0.0
 
 
-async def _bare(url: str, sink: int, count: int, durable: str, inflight: int) -> None:
-    """A bare nats-py pull consumer: POST each message, ack it once the subscriber answered 200."""
+async def _bare(
+    url: str, sink: int, count: int, durable: str, inflight: int, ready: asyncio.Event | None = None
+) -> None:
+    """A bare nats-py pull consumer: POST each message, ack it once the subscriber answered 200; with
+    ``ready``, on a durable that takes only new messages, set once it is subscribed."""
     nc = await nats.connect(url)
     js = nc.jetstream()
-    sub = await js.pull_subscribe(f"{SUBJECT}.>", durable=durable, stream=STREAM)
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW) if ready is not None else None
+    sub = await js.pull_subscribe(f"{SUBJECT}.>", durable=durable, stream=STREAM, config=config)
+    if ready is not None:
+        ready.set()
     gate = asyncio.Semaphore(inflight)
     done = 0
     async with aiohttp.ClientSession() as http:
@@ -85,6 +99,8 @@ async def _bare(url: str, sink: int, count: int, durable: str, inflight: int) ->
                 "ce-subject": "orders",
                 "Content-Type": "application/json",
             }
+            if msg.headers and SENT_AT in msg.headers:
+                headers[SENT_AT] = msg.headers[SENT_AT]
             try:
                 async with http.post(f"http://127.0.0.1:{sink}/", data=msg.data, headers=headers) as r:
                     await r.read()
@@ -108,9 +124,12 @@ async def _bare(url: str, sink: int, count: int, durable: str, inflight: int) ->
 
 
 @contextlib.contextmanager
-def _gateway(tmp: Path, url: str, sink: int, durable: str) -> Iterator[None]:
+def _gateway(tmp: Path, url: str, sink: int, durable: str, *, new: bool = False) -> Iterator[int]:
+    """The gateway as a pod, consuming ``durable``; yields the client's ops port."""
     config = tmp / f"{durable}.yaml"
     source = f"url: {url}\\nsubject: {SUBJECT}.>\\njetStream:\\n  stream: {STREAM}\\n  durable: {durable}"
+    if new:
+        source += "\\n  deliverPolicy: new"
     config.write_text(f'orders: "{source}"\n')
     grpc_port, ops = free_port(), free_port()
     cli = [sys.executable, "-m", "common.cli"]
@@ -120,7 +139,7 @@ def _gateway(tmp: Path, url: str, sink: int, durable: str) -> Iterator[None]:
         process([*cli, "serve", "nats", "--port", str(grpc_port)], grpc_port, tmp / f"{durable}-server.log"),
         process(client, ops, tmp / f"{durable}-client.log"),
     ):
-        yield
+        yield ops
 
 
 async def _round(tmp: Path, url: str, sink: int, count: int, n: int) -> dict[str, float]:
@@ -137,6 +156,47 @@ async def _round(tmp: Path, url: str, sink: int, count: int, n: int) -> dict[str
             assert stats["events"] >= count, stats
             rates[name] = _rate(stats)
     return rates
+
+
+async def _publish_paced(url: str, rate: float, seconds: float) -> int:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    body = b'{"order": "' + b"x" * 200 + b'"}'
+    count, started = int(rate * seconds), time.perf_counter()
+    for n in range(count):
+        await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+        headers = {"Content-Type": "application/json", SENT_AT: repr(time.time())}
+        await js.publish(f"{SUBJECT}.new", body, headers=headers)
+    await nc.close()
+    return count
+
+
+async def _until_serving(http: aiohttp.ClientSession, ops: int) -> None:
+    """Until the client says the source runs (its durable then exists and takes new messages)."""
+    for _ in range(600):
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"http://127.0.0.1:{ops}/readyz") as r:
+                node = (await r.json()).get("nodes", {}).get("orders", {})
+                if node.get("phase") == "Running":
+                    return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the gateway's source did not run")
+
+
+async def _paced(tmp: Path, url: str, sink: int, rate: float, seconds: float) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=400)) as http:
+        with _gateway(tmp, url, sink, "paced-gw", new=True) as ops:
+            await _until_serving(http, ops)
+            count = await _publish_paced(url, rate, seconds)
+            latencies["gateway"] = (await _stats(http, sink, count))["latencies"]
+        ready = asyncio.Event()
+        consumer = asyncio.ensure_future(_bare(url, sink, int(rate * seconds), "paced-seq", 1, ready))
+        await ready.wait()
+        count = await _publish_paced(url, rate, seconds)
+        await consumer
+        latencies["sequential"] = (await _stats(http, sink, count))["latencies"]
+    return latencies
 
 
 def run(smoke: bool) -> dict[str, Any]:
@@ -161,6 +221,8 @@ def run(smoke: bool) -> dict[str, Any]:
         ):
             asyncio.run(_publish(url, count))
             results = [asyncio.run(_round(tmp, url, sink, count, n)) for n in range(rounds)]
+            rate, seconds = (50.0, 1.0) if smoke else (500.0, 5.0)
+            paced = asyncio.run(_paced(tmp, url, sink, rate, seconds))
     gateway = median([r["gateway"] for r in results])
     sequential = median([r["sequential"] for r in results])
     pipelined = median([r["pipelined"] for r in results])
@@ -178,4 +240,9 @@ def run(smoke: bool) -> dict[str, Any]:
         "gateway_rounds": [round(r["gateway"]) for r in results],
         "sequential_rounds": [round(r["sequential"]) for r in results],
         "pipelined_rounds": [round(r["pipelined"]) for r in results],
+        "paced_rate_events_per_s": rate,
+        "gateway_p50_ms": round(percentile(paced["gateway"], 50) * 1000, 3),
+        "gateway_p99_ms": round(percentile(paced["gateway"], 99) * 1000, 3),
+        "bare_sequential_p50_ms": round(percentile(paced["sequential"], 50) * 1000, 3),
+        "bare_sequential_p99_ms": round(percentile(paced["sequential"], 99) * 1000, 3),
     }
