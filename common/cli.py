@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import ipaddress
 import os
@@ -111,11 +112,9 @@ _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 def _host(text: str) -> str:
     """An IP address, or a host name by RFC 1123 (an all-numeric dotted name must be an IPv4 address)."""
     bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    try:
+    with contextlib.suppress(ValueError):  # not an IP address: then it must be a host name
         ipaddress.ip_address(bare)
         return text
-    except ValueError:
-        pass
     labels = text.split(".")
     numeric = all(label.isdigit() for label in labels)
     if numeric or len(text) > 253 or not all(_LABEL.match(label) for label in labels):

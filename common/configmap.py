@@ -169,7 +169,7 @@ def parse_event_sources(text: str | bytes, *, origin: str = "<text>") -> list[Ev
 
 
 class _ValueProblem(ValueError):
-    pass
+    """A source's value cannot be a config (its message says why)."""
 
 
 def _text(text: str | bytes, origin: str) -> str:

@@ -88,7 +88,7 @@ class Reporter(Protocol):
 
 
 def _ignore(loaded: bool, message: str, *, keeping: str = "") -> None:
-    pass
+    return None
 
 
 @dataclass(frozen=True)

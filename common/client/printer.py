@@ -8,6 +8,7 @@ stdout is closed (``gateway run ... | head -1``) the process stops as on SIGTERM
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -59,12 +60,10 @@ class Printer:
     def _stdout_closed(self) -> None:
         self._closed = True
         _log.warning("stdout was closed; no more events can be printed: stopping.")
-        try:  # nothing more reaches the closed pipe, not even the interpreter's last flush
-            devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):  # nothing more reaches the closed pipe, not even
+            devnull = os.open(os.devnull, os.O_WRONLY)  # the interpreter's last flush
             os.dup2(devnull, self._out.fileno())
             os.close(devnull)
-        except (OSError, ValueError):
-            pass
         os.kill(os.getpid(), signal.SIGTERM)
 
     async def remove_source(self, source: str, grace: float) -> None:
