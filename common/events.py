@@ -25,6 +25,22 @@ _HEADER_SAFE = re.compile(r"^[!#$&-~]*$")
 """A value made only of ``HEADER_SAFE_CHARS``, which needs no percent-encoding."""
 
 
+UNKNOWN_CONTENT_TYPE = "application/octet-stream"
+"""What a payload without a valid content type is (RFC 9110 8.3: a recipient may assume it)."""
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[ \x21\x23-\x5b\x5d-\x7e]|\\[ \x21-\x7e])*"'
+_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?: *; *(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*$")
+
+
+def media_type(sent: str) -> str:
+    """``sent`` (spaces around it dropped) when it is an RFC 9110 8.3.1 ``media-type`` (``type "/"
+    subtype``, then ``*( OWS ";" OWS [ parameter ] )``) with spaces only, else
+    ``application/octet-stream``: a tab, which HTTP allows, is a control character no CloudEvents
+    attribute may hold. For sources whose protocol carries a sender's content type."""
+    sent = sent.strip(" ")
+    return sent if _MEDIA_TYPE.match(sent) else UNKNOWN_CONTENT_TYPE
+
+
 def header_value(value: str) -> str:
     """``value`` as a ``ce-*`` header carries it: percent-encoded per the CloudEvents bindings."""
     return value if _HEADER_SAFE.match(value) else quote(value, safe=HEADER_SAFE_CHARS)

@@ -31,17 +31,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from common.config_yaml import MAX_EVENT_PAYLOAD_BYTES
-from common.events import SourceEvent
+from common.events import SourceEvent, media_type
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 """The header a publisher names a message with (JetStream de-duplicates on it)."""
 MAX_ID_LENGTH = 200
-UNKNOWN_CONTENT_TYPE = "application/octet-stream"
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[ \x21\x23-\x5b\x5d-\x7e]|\\[ \x21-\x7e])*"'
-_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?: *; *(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*$")
-"""RFC 9110 8.3.1 ``media-type`` with spaces only (no CloudEvents attribute may hold a tab)."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +90,7 @@ def content_type(message: NatsMessage) -> str:
     sent = message.header("content-type")
     if sent is None:
         return ""
-    sent = sent.strip(" ")
-    return sent if _MEDIA_TYPE.match(sent) else UNKNOWN_CONTENT_TYPE
+    return media_type(sent)
 
 
 def headers_json(headers: tuple[tuple[str, str], ...]) -> str:

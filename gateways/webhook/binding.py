@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from common.events import SourceEvent
+from common.events import SourceEvent, media_type
 
 ID_HEADERS = ("x-request-id", "x-github-delivery", "x-gitlab-event-uuid")
 """Headers that name a delivery; a sender's retry carries the same value, so the event keeps its id."""
@@ -40,14 +40,7 @@ SECRET_HEADERS = frozenset(
 )
 """Credentials never forwarded to subscribers."""
 MAX_ID_LENGTH = 200
-UNKNOWN_CONTENT_TYPE = "application/octet-stream"
-"""What a body without a valid ``Content-Type`` is (RFC 9110 8.3: a recipient may assume it)."""
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_QUOTED = r'"(?:[ \x21\x23-\x5b\x5d-\x7e]|\\[ \x21-\x7e])*"'
-_MEDIA_TYPE = re.compile(rf"^{_TOKEN}/{_TOKEN}(?: *; *(?:{_TOKEN}=(?:{_TOKEN}|{_QUOTED}))?)*$")
-"""RFC 9110 8.3.1 ``media-type``: ``type "/" subtype``, then ``*( OWS ";" OWS [ parameter ] )``, with
-spaces only: a tab, which HTTP allows there, is a control character no CloudEvents attribute may hold."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +100,7 @@ def forwarded_headers(
 
 def content_type(request: HttpRequest) -> str:
     """The request's ``Content-Type`` when it is a valid media type, else ``application/octet-stream``."""
-    sent = (request.header("content-type") or "").strip(" ")
-    return sent if _MEDIA_TYPE.match(sent) else UNKNOWN_CONTENT_TYPE
+    return media_type(request.header("content-type") or "")
 
 
 def extensions(request: HttpRequest, strip: frozenset[str] = frozenset()) -> dict[str, str]:
