@@ -83,24 +83,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _whole(text: str, what: str) -> int:
+    """``text`` as a whole number written in ASCII digits (``int`` would also take ``' 80'`` and
+    other scripts' digits)."""
+    digits = text.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return int(text)
+
+
 def _port_or_off(text: str) -> int:
     """A TCP port, 0 for any free one, or -1 for off."""
-    if not text.isascii() or text != text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    value = _whole(text, "a port number")
     if not -1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is outside 0-65535 (or -1: off)")
     return value
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole(text, "a whole number")
     if not 1 <= value <= 2**32 - 1:
         raise argparse.ArgumentTypeError(f"{value} must be from 1 to {2**32 - 1}")
     return value

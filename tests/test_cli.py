@@ -217,6 +217,7 @@ def _gateway(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str
         (["serve", "calendar", "--gc", "fast"], "--gc"),
         (["run", "calendar", "--ops-port", "\u0663\u0663\u0663\u0663"], "--ops-port"),
         (["run", "calendar", "--ops-port", " 80"], "--ops-port"),
+        (["run", "calendar", "--max-unacked-events", "\u0665\u0660"], "--max-unacked-events"),
     ],
 )
 def test_every_bad_flag_value_is_a_usage_error_naming_the_flag(argv: list[str], flag: str) -> None:
