@@ -56,7 +56,10 @@ CONCURRENCY = 16
 TARGET_RATIO = 0.8
 TARGET_ADDED_P99_MS = 2.0
 ENDPOINT = "/bench"
-WHO = ("gateway", "relay")
+LOOPS = ("asyncio", "uvloop")
+"""The gateway is measured on each event loop (``--loop``), both processes on the same one."""
+GATEWAYS = tuple("gateway" if loop == "asyncio" else f"gateway_{loop}" for loop in LOOPS)
+WHO = (*GATEWAYS, "relay")
 MODE = os.environ.get("BENCH_WEBHOOK_MODE", "pod")
 """``pod``: the gateway as two processes (server, client); ``standalone``: ``gateway run``, one process."""
 MEASURED_AT = (
@@ -97,32 +100,31 @@ def _python() -> list[str]:
     return [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "common.cli"]
 
 
-def _standalone_cmd(config: Path, sink_url: str) -> list[str]:
-    delivery = ["--subscriber", sink_url, "--ops-port", "-1"]
+def _standalone_cmd(config: Path, sink_url: str, loop: str) -> list[str]:
+    delivery = ["--subscriber", sink_url, "--ops-port", "-1", "--loop", loop]
     return [*_python(), "run", "webhook", "--event-sources", str(config), *delivery]
 
 
-def _pod_cmds(config: Path, sink_url: str, grpc_port: int) -> tuple[list[str], list[str]]:
+def _pod_cmds(config: Path, sink_url: str, grpc_port: int, loop: str) -> tuple[list[str], list[str]]:
     """The gateway server and the client, as a pod's two containers run them."""
-    server = [*_python(), "serve", "webhook", "--port", str(grpc_port)]
+    server = [*_python(), "serve", "webhook", "--port", str(grpc_port), "--loop", loop]
     client = [sys.executable, "-m", "common.cli", "client", "--server", f"127.0.0.1:{grpc_port}"]
     client += ["--event-sources", str(config), "--name", "webhook-gateway", "--kind", "webhook"]
-    client += ["--subscriber", sink_url, "--ops-port", "-1"]
+    client += ["--subscriber", sink_url, "--ops-port", "-1", "--loop", loop]
     return server, client
 
 
 def _gateway(
-    stack: contextlib.ExitStack, tmp: Path, config: Path, sink_url: str, port: int
+    stack: contextlib.ExitStack, tmp: Path, config: Path, sink_url: str, port: int, loop: str
 ) -> tuple[int, ...]:
-    """Start the gateway under test; its processes' ids."""
+    """Start the gateway under test on event loop ``loop``; its processes' ids."""
     if MODE == "standalone":
-        return (
-            stack.enter_context(process(_standalone_cmd(config, sink_url), port, tmp / "gateway.log")).pid,
-        )
+        cmd = _standalone_cmd(config, sink_url, loop)
+        return (stack.enter_context(process(cmd, port, tmp / f"gateway-{loop}.log")).pid,)
     grpc_port = free_port()
-    server_cmd, client_cmd = _pod_cmds(config, sink_url, grpc_port)
-    server = stack.enter_context(process(server_cmd, grpc_port, tmp / "gateway-server.log"))
-    client = stack.enter_context(process(client_cmd, port, tmp / "gateway-client.log"))
+    server_cmd, client_cmd = _pod_cmds(config, sink_url, grpc_port, loop)
+    server = stack.enter_context(process(server_cmd, grpc_port, tmp / f"gateway-{loop}-server.log"))
+    client = stack.enter_context(process(client_cmd, port, tmp / f"gateway-{loop}-client.log"))
     return server.pid, client.pid
 
 
@@ -171,22 +173,22 @@ def _cpu_seconds(pids: tuple[int, ...]) -> float:
 @contextlib.contextmanager
 def _processes(tmp: Path, inflight: int = 1) -> Iterator[tuple[list[Target], str]]:
     """The sink, the gateway and the relay, running and ready; the targets and the sink's control URL."""
-    sink_port, gateway_port, relay_port = free_port(), free_port(), free_port()
+    sink_port, relay_port = free_port(), free_port()
     control = f"http://127.0.0.1:{sink_port}"
     sink_url = f"{control}/"
-    config = tmp / "webhook-bench.yaml"
-    config.write_text(CONFIG.format(source=RELAY_SOURCE, endpoint=ENDPOINT, port=gateway_port))
     with contextlib.ExitStack() as stack:
         stack.enter_context(server_process(["http-sink", str(sink_port)], sink_port, tmp / "sink.log"))
         gateway_sink = f"{sink_url}?inflight={inflight}" if inflight > 1 else sink_url
-        gateway = _gateway(stack, tmp, config, gateway_sink, gateway_port)
+        targets = []
+        for who, loop in zip(GATEWAYS, LOOPS, strict=True):
+            port, config = free_port(), tmp / f"webhook-bench-{loop}.yaml"
+            config.write_text(CONFIG.format(source=RELAY_SOURCE, endpoint=ENDPOINT, port=port))
+            pids = _gateway(stack, tmp, config, gateway_sink, port, loop)
+            targets.append(Target(who, f"http://127.0.0.1:{port}{ENDPOINT}", pids, inflight == 1, inflight))
         relay = stack.enter_context(
             server_process(["relay", str(relay_port), sink_url], relay_port, tmp / "relay.log")
         )
-        targets = [
-            Target("gateway", f"http://127.0.0.1:{gateway_port}{ENDPOINT}", gateway, inflight == 1, inflight),
-            Target("relay", f"http://127.0.0.1:{relay_port}{ENDPOINT}", (relay.pid,)),
-        ]
+        targets.append(Target("relay", f"http://127.0.0.1:{relay_port}{ENDPOINT}", (relay.pid,)))
         for target in targets:
             _ready(target.url, control)
         yield targets, control
@@ -249,7 +251,9 @@ def _rate(stats: dict[str, Any]) -> float:
 
 
 def _order(i: int) -> tuple[str, ...]:
-    return WHO if i % 2 == 0 else WHO[::-1]
+    """Round ``i``'s order: each target first in turn, so none always runs on a warmer machine."""
+    shift = i % len(WHO)
+    return WHO[shift:] + WHO[:shift]
 
 
 # --- the benchmarks -----------------------------------------------------------------------------
@@ -297,6 +301,17 @@ def throughput(targets: list[Target], control: str, count: int, rounds: int) -> 
         "sink_cpu_share_relay": round(median(sink_share["relay"]), 2),
         "gateway_p99_ms_under_load": round(median(p99["gateway"]), 3),
         "relay_p99_ms_under_load": round(median(p99["relay"]), 3),
+    } | {
+        key: value
+        for who in GATEWAYS[1:]
+        for key, value in {
+            f"{who}_events_per_s": round(median(rates[who])),
+            f"{who}_ratio": round(median(rates[who]) / relay, 3),
+            f"{who}_rounds_events_per_s": [round(r) for r in rates[who]],
+            f"{who}_cpu_us_per_event": round(median(cpu[who]), 1),
+            f"{who}_non_2xx": non_2xx[who],
+            f"{who}_order_violations": disorder[who],
+        }.items()
     }
 
 
@@ -347,6 +362,16 @@ def latency(targets: list[Target], control: str, rate: float, duration: float, r
         "relay_rounds_p99_ms": round_p99["relay"],
         "gateway_rounds_events_per_s": [round(r) for r in achieved["gateway"]],
         "relay_rounds_events_per_s": [round(r) for r in achieved["relay"]],
+    } | {
+        key: value
+        for who in GATEWAYS[1:]
+        for key, value in {
+            f"{who}_p50_ms": round(p[who][0], 3),
+            f"{who}_p99_ms": round(p[who][1], 3),
+            f"{who}_max_ms": round(p[who][2], 3),
+            f"{who}_non_2xx": non_2xx[who],
+            f"{who}_order_violations": disorder[who],
+        }.items()
     }
 
 

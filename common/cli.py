@@ -5,7 +5,8 @@
     gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
     gateway client --event-sources FILE           the client alone, against a running server
     (run and client: --subscriber URL ..., --format, --name, --ops-port, --when-full, --grace)
-    (serve, run and client: --gc paced|python, how garbage collection is paced; $GATEWAY_GC)
+    (serve, run and client: --gc paced|python, garbage collection; $GATEWAY_GC)
+    (serve, run and client: --loop auto|asyncio|uvloop, the event loop; $GATEWAY_LOOP)
 
 Exit codes: 0 success (validate: all valid), 1 failure (validate: any invalid), 2 usage error.
 """
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common import logs
+from common import logs, loops
 from common.client.app import ClientSettings
 from common.client.config_source import ConfigSource, FileConfigSource, StaticConfigSource
 from common.client.delivery.settings import DeliverySettings
@@ -200,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-host", type=_host, default="0.0.0.0", help="interface of the metrics port (default all)"
     )
     _listen_arg(serve_cmd)
-    _gc_arg(serve_cmd)
+    _runtime_args(serve_cmd)
 
     validate_cmd = commands.add_parser(
         "validate", parents=[shared], help="validate a ConfigMap YAML of event sources"
@@ -214,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("kind")
     run_cmd.add_argument("--event-sources", type=Path, default=None, help="ConfigMap YAML (default: a demo)")
     _listen_arg(run_cmd)
-    _gc_arg(run_cmd)
+    _runtime_args(run_cmd)
     _delivery_args(run_cmd, ops_default=-1, ops_host="127.0.0.1")
 
     client_cmd = commands.add_parser(
@@ -234,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
         "--kind", default="", help="the gateway kind, the CloudEvent type (default: from --name)"
     )
     _delivery_args(client_cmd, ops_default=DEFAULT_OPS_PORT, ops_host="0.0.0.0")
-    _gc_arg(client_cmd)
+    _runtime_args(client_cmd)
     return parser
 
 
@@ -248,13 +249,28 @@ def _listen_arg(cmd: argparse.ArgumentParser) -> None:
     )
 
 
-def _gc_arg(cmd: argparse.ArgumentParser) -> None:
+def _loop_choice(text: str) -> str:
+    try:
+        loops.resolve(text)
+    except loops.LoopUnavailable as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _runtime_args(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument(
         "--gc",
         type=_gc_policy,
         default=os.environ.get("GATEWAY_GC", "paced"),
         metavar="POLICY",
         help="garbage collection: paced (default; $GATEWAY_GC) or python",
+    )
+    cmd.add_argument(
+        "--loop",
+        type=_loop_choice,
+        default=os.environ.get(loops.ENV, "auto"),
+        metavar="LOOP",
+        help="event loop: auto (default: uvloop if installed; $GATEWAY_LOOP), asyncio or uvloop",
     )
 
 
@@ -379,7 +395,7 @@ def _serve(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
             if metrics is not None:
                 await metrics.stop()
 
-    asyncio.run(main())
+    loops.run(main(), args.loop)
     return EXIT_OK
 
 
@@ -417,7 +433,7 @@ def _run(kind: GatewayKind[Any], args: argparse.Namespace) -> int:
         install_signal_handlers(stop)
         await run_standalone(kind, config, delivery, stop, settings=settings, listen_host=args.listen_host)
 
-    asyncio.run(main())
+    loops.run(main(), args.loop)
     return EXIT_OK
 
 
@@ -441,7 +457,7 @@ def _client(args: argparse.Namespace) -> int:
         install_signal_handlers(stop)
         await run_client(settings, config, delivery, stop, kind=kind, server_port=server_port)
 
-    asyncio.run(main())
+    loops.run(main(), args.loop)
     return EXIT_OK
 
 

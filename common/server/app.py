@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from common import collector, signals
+from common import collector, loops, signals
 from common.kinds import GatewayKind
 from common.rpc import WINDOW_OPTIONS, eventing_pb2, eventing_pb2_grpc
 from common.server.servicer import EventingServicer
@@ -90,6 +90,7 @@ class GatewayServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self._unhold = signals.holding(lambda: (self.servicer.held, "not yet written to a stream"))
+        _log.info("Event loop: %s.", loops.running())
         _log.info("Serving the %s gateway on %s:%d.", self.kind.name, self.settings.host, self.port)
         return self.port
 
