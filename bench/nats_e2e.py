@@ -363,6 +363,11 @@ def _nats_result(rounds: list[Round], count: int) -> dict[str, Any]:
 def _ack_result(rounds: list[Round], count: int) -> dict[str, Any]:
     acked = _median(rounds, "rates", "http_gateway")
     unacked = _median(rounds, "rates", "http_gateway_no_ack")
+    paired = [
+        ratio
+        for r in rounds
+        if (ratio := _ratio(r.rates["http_gateway"], r.rates["http_gateway_no_ack"])) is not None
+    ]
     acked_cpu = _median_cpu(rounds, "http_gateway")
     unacked_cpu = _median_cpu(rounds, "http_gateway_no_ack")
     return {
@@ -375,6 +380,10 @@ def _ack_result(rounds: list[Round], count: int) -> dict[str, Any]:
         "gateway_acked_events_per_s": round(acked),
         "gateway_unacked_events_per_s": round(unacked),
         "ratio_acked_to_unacked": _ratio(acked, unacked),
+        # Each round's pair, measured back to back (in alternating order): steadier than the ratio of
+        # medians when the machine's speed drifts between rounds.
+        "ratio_acked_to_unacked_rounds": paired,
+        "ratio_acked_to_unacked_median_of_rounds": median(paired) if paired else None,
         "target_ratio_acked_to_unacked": TARGET_ACK_RATIO,
         "gateway_acked_cpu_us_per_event": acked_cpu,
         "gateway_unacked_cpu_us_per_event": unacked_cpu,
