@@ -23,9 +23,9 @@ from typing import Any
 import nats.errors
 from nats.aio.client import Client, RawCredentials
 
-from common.errors import SourceUnavailable
+from common.errors import SourceFailed, SourceUnavailable
 from common.kinds import SourceContext
-from common.secrets import Secret, redact_url
+from common.secrets import Secret, SecretRef, redact_url
 from gateways.nats import metrics
 from gateways.nats.config import NatsConfig
 
@@ -51,6 +51,8 @@ CONNECTION_FAULTS = (
     nats.errors.NoServersError,
 )
 """Errors that mean the connection itself is lost or cannot be made."""
+CREDS_BLOCKS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
+"""What nats-py looks for in a ``.creds`` file's lines, each block's content on the line after."""
 
 
 def stop_if_cancelled() -> None:
@@ -186,6 +188,7 @@ class Connection:
             else:
                 options["nkeys_seed_str"] = secrets["nkey"].text(logger)
         if auth.credentials is not None:
+            self._check_creds(secrets["credentials"].text(logger), auth.credentials)
             if auth.credentials.file:
                 options["user_credentials"] = auth.credentials.file
             else:
@@ -193,6 +196,17 @@ class Connection:
         if self.config.tls is not None or any(s.startswith("tls://") for s in self.config.servers):
             options["tls"] = self._tls_context()
         return options
+
+    def _check_creds(self, text: str, ref: SecretRef) -> None:
+        """Refuse a text that is not a ``.creds`` file before nats-py reads it: without the seed block
+        it fails with a bare ``TypeError``, and without the JWT block its reader loops forever, taking
+        the whole server with it. A file may yet be rewritten (retried); a variable cannot."""
+        missing = [block for block in CREDS_BLOCKS if block not in text]
+        if missing:
+            error = SourceUnavailable if ref.file else SourceFailed
+            lines = " and no ".join(missing)
+            reason = f"the credentials in {ref.describe()} are not a .creds file: no {lines} line"
+            raise error(reason, source=self.ctx.name)
 
     def _tls_context(self) -> ssl.SSLContext:
         files = self.config.tls
