@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 
+from common.config_yaml import MAX_EVENT_PAYLOAD_BYTES
 from common.rpc import eventing_pb2
 
 EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
@@ -111,3 +112,10 @@ def rfc3339(moment: datetime) -> str:
     """RFC 3339 with the moment's own offset; UTC as ``Z``, as Go prints it."""
     text = moment.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def too_large(event: SourceEvent) -> bool:
+    """Whether ``event`` cannot travel in one gRPC message to the client (4 MiB, with its metadata),
+    for sources whose broker may be configured to carry larger messages than that."""
+    carried = len(event.payload) + sum(len(v) for v in event.extensions.values()) + len(event.subject)
+    return carried > MAX_EVENT_PAYLOAD_BYTES

@@ -81,6 +81,10 @@ class SourceContext:
     acknowledges: bool = False
     """Whether the client acknowledges events only once delivered (``SourceEvent.delivered`` then
     means every subscriber accepted the event); False for a v0.11 client, where it means written."""
+    max_unacked: int = 0
+    """The most events the client holds unacknowledged (its window; the source is paused there
+    anyway): a source whose library fetches ahead (Kafka) pauses fetching at this many unsettled
+    events. 0 with a v0.11 client, which has no window."""
     connection: Connection = field(default_factory=Connection)
     """The source's connection as last reported (``report_connection``)."""
     watchers: list[Callable[[Connection], None]] = field(default_factory=list)

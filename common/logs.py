@@ -76,3 +76,45 @@ class SourceLogger(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
         return msg, kwargs
+
+
+class Repeats(logging.Filter):
+    """Lets each message of a chatty library through once per ``interval`` seconds.
+
+    A client library that logs every failed reconnect (aiokafka logs several lines a second while a
+    broker is down) would bury everything else; the source's own status and log line already say
+    that the connection is down and why. A message (by logger and template) is let through when it
+    was not seen within ``interval``, with how many like it were held back meanwhile.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._seen: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        last, held = self._seen.get(key, (-self.interval, 0))
+        if now - last < self.interval:
+            self._seen[key] = (last, held + 1)
+            return False
+        if len(self._seen) > 1000:  # templates with the text baked in: forget the oldest
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like it in the last {now - last:.0f}s)"
+        return True
+
+
+def quiet_repeats(library: str, interval: float = 60.0) -> None:
+    """Install one ``Repeats`` on the logger ``library`` and each of its descendants that exists
+    (a logger's filters do not see its children's records); call it after importing the library."""
+    names = [library, *(n for n in logging.Logger.manager.loggerDict if n.startswith(f"{library}."))]
+    shared = Repeats(interval)
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, Repeats) for f in logger.filters):
+            logger.addFilter(shared)

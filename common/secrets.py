@@ -65,6 +65,19 @@ def parse_secret(value: Any, field: str, problems: dict[str, str]) -> SecretRef 
     return None
 
 
+def parse_username(value: Any, field: str, problems: dict[str, str]) -> str | SecretRef | None:
+    """A user name: text as it is, or a secret reference (a ``kubernetes.io/basic-auth`` Secret holds
+    both the user and the password); None when absent or bad, a bad one noted under ``field``."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    ref = parse_secret(value, field, problems) if isinstance(value, Mapping) else None
+    if ref is None and field not in problems and not any(k.startswith(f"{field}.") for k in problems):
+        problems[field] = "must be a user name, {file: /path} or {env: NAME}"
+    return ref
+
+
 class Secret:
     """One secret's current value, from its ``SecretRef``."""
 

@@ -195,7 +195,11 @@ class EventingServicer(eventing_pb2_grpc.EventingServicer):
             log.warning("Refusing to start an invalid event source: %s", exc.reason)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         ctx = SourceContext(
-            name=name, id=request.id, logger=SourceLogger(self._source_log, name), acknowledges=acknowledges
+            name=name,
+            id=request.id,
+            logger=SourceLogger(self._source_log, name),
+            acknowledges=acknowledges,
+            max_unacked=window.max_events if window is not None else 0,
         )
         session = Session(name, config, Channel(self._settings.stream_buffer), ctx, log, window)
         session.start(self._kind)

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from common.config_yaml import MAX_EVENT_PAYLOAD_BYTES
 from common.events import SourceEvent, media_type
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -130,13 +129,6 @@ def to_event(
         extensions=extensions(message),
         delivered=delivered,
     )
-
-
-def too_large(event: SourceEvent) -> bool:
-    """Whether ``event`` cannot travel in one gRPC message to the client (4 MiB, with its metadata);
-    a NATS server may be configured to carry larger messages than that."""
-    carried = len(event.payload) + sum(len(v) for v in event.extensions.values()) + len(event.subject)
-    return carried > MAX_EVENT_PAYLOAD_BYTES
 
 
 def from_event(event: SourceEvent) -> NatsMessage:

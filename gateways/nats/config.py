@@ -21,8 +21,9 @@ from common.config_yaml import load_fields, show
 from common.durations import DurationError, parse_duration_ns
 from common.errors import ConfigError
 from common.retry import Backoff
-from common.secrets import SecretRef, parse_secret, redact_url
+from common.secrets import SecretRef, parse_secret, parse_username, redact_url
 from common.server.window import DEFAULT_MAX_EVENTS
+from common.tls import TlsFiles, parse_tls
 
 V011_FIELDS = ("url", "subject", "backoff")
 AUTH_FIELDS = ("token", "username", "password", "nkey", "credentials")
@@ -36,7 +37,6 @@ JETSTREAM_FIELDS = (
     "ackWait",
     "maxAckPending",
 )
-TLS_FIELDS = ("ca", "cert", "key")
 SCHEMES = ("nats", "tls")
 """What go-nats 1.7.2 (v0.11's client) and nats-py both take: plain NATS, and TLS from the first byte
 of the handshake's upgrade."""
@@ -105,18 +105,6 @@ class Auth:
 
 
 @dataclass(frozen=True)
-class TlsFiles:
-    """TLS files mounted in the pod; none given means the system's CAs and no client certificate."""
-
-    ca: str = ""
-    """CA certificates (PEM) the server's certificate must chain to."""
-    cert: str = ""
-    """The client certificate (PEM), for servers that verify clients."""
-    key: str = ""
-    """The client certificate's key (PEM)."""
-
-
-@dataclass(frozen=True)
 class NatsConfig:
     """A validated NATS source."""
 
@@ -173,7 +161,7 @@ def parse(data: str) -> NatsConfig:
     auth = _auth(raw, problems)
     if auth.method and any(_has_userinfo(server) for server in servers):
         problems["url"] = f"holds credentials, and so does {auth.method!r}: give them once"
-    tls = _tls(raw.get("tls"), problems)
+    tls = parse_tls(raw.get("tls"), problems)
     if problems:
         raise ConfigError(problems)
     return NatsConfig(str(raw["url"]), servers, subject, backoff, queue or "", jetstream, auth, tls)
@@ -322,14 +310,7 @@ def _ack_wait(value: Any, problems: dict[str, str]) -> float:
 
 def _auth(raw: Mapping[str, Any], problems: dict[str, str]) -> Auth:
     token = parse_secret(raw.get("token"), "token", problems)
-    username = raw.get("username")
-    user: str | SecretRef | None = None
-    if isinstance(username, str) and username.strip():
-        user = username.strip()
-    elif username is not None:
-        user = parse_secret(username, "username", problems)
-        if user is None and "username" not in problems:
-            problems["username"] = "must be a user name, {file: /path} or {env: NAME}"
+    user = parse_username(raw.get("username"), "username", problems)
     password = parse_secret(raw.get("password"), "password", problems)
     nkey = parse_secret(raw.get("nkey"), "nkey", problems)
     credentials = parse_secret(raw.get("credentials"), "credentials", problems)
@@ -350,23 +331,3 @@ def _auth(raw: Mapping[str, Any], problems: dict[str, str]) -> Auth:
                 "(pip install 'nats-py[nkeys]'; the gateways/nats image has it)"
             )
     return Auth(token, user, password, nkey, credentials)
-
-
-def _tls(value: Any, problems: dict[str, str]) -> TlsFiles | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        problems["tls"] = "must be a mapping with ca, cert and key (file paths; {} for the system's CAs)"
-        return None
-    files: dict[str, str] = {}
-    for key, path in value.items():
-        if key not in TLS_FIELDS:
-            problems[f"tls.{key}"] = f"unknown field (known fields: {', '.join(TLS_FIELDS)})"
-        elif not isinstance(path, str) or not path.strip():
-            problems[f"tls.{key}"] = f"must be a file path, got {show(path)}"
-        else:
-            files[key] = path.strip()
-    if ("cert" in value) != ("key" in value):
-        missing = "key" if "cert" in value else "cert"
-        problems[f"tls.{missing}"] = "a client certificate needs both cert and key"
-    return TlsFiles(files.get("ca", ""), files.get("cert", ""), files.get("key", ""))

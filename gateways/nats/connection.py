@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from nats.aio.client import Client, RawCredentials
 from common.errors import SourceFailed, SourceUnavailable
 from common.kinds import SourceContext
 from common.secrets import Secret, SecretRef, redact_url
+from common.tls import client_context
 from gateways.nats import metrics
 from gateways.nats.config import NatsConfig
 
@@ -194,7 +194,7 @@ class Connection:
             else:
                 options["user_credentials"] = RawCredentials(secrets["credentials"].text(logger))
         if self.config.tls is not None or any(s.startswith("tls://") for s in self.config.servers):
-            options["tls"] = self._tls_context()
+            options["tls"] = client_context(self.config.tls, self.ctx.name)
         return options
 
     def _check_creds(self, text: str, ref: SecretRef) -> None:
@@ -207,16 +207,6 @@ class Connection:
             lines = " and no ".join(missing)
             reason = f"the credentials in {ref.describe()} are not a .creds file: no {lines} line"
             raise error(reason, source=self.ctx.name)
-
-    def _tls_context(self) -> ssl.SSLContext:
-        files = self.config.tls
-        try:
-            context = ssl.create_default_context(cafile=files.ca if files and files.ca else None)
-            if files is not None and files.cert:
-                context.load_cert_chain(files.cert, files.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise SourceUnavailable(f"cannot load the TLS files: {exc}", source=self.ctx.name) from exc
-        return context
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):

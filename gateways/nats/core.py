@@ -23,7 +23,7 @@ from nats.aio.subscription import Subscription
 
 from common import tasks
 from common.errors import SourceUnavailable
-from common.events import SourceEvent
+from common.events import SourceEvent, too_large
 from common.server.channel import Channel, ChannelClosed
 from gateways.nats import binding, metrics
 from gateways.nats.connection import FAULTS, Connection, describe
@@ -110,7 +110,7 @@ class CoreReader:
         while (batch := await self._handoff.receive()) is not None:
             for message in batch:
                 event = binding.to_event(name, message)
-                if binding.too_large(event):
+                if too_large(event):
                     self._too_large.inc()
                     self.ctx.logger.warning(
                         "Dropped a %d-byte message on %s: too large for one event.",

@@ -37,7 +37,7 @@ from nats.js.client import JetStreamContext
 
 from common import tasks
 from common.errors import SourceUnavailable
-from common.events import SourceEvent
+from common.events import SourceEvent, too_large
 from common.kinds import SourceContext
 from gateways.nats import binding, metrics
 from gateways.nats.connection import FAULTS, Connection, describe, stop_if_cancelled
@@ -280,7 +280,7 @@ class JetStreamReader:
         event = binding.to_event(
             self.ctx.name, binding.NatsMessage(msg.subject, msg.data, headers, jetstream=info)
         )
-        if binding.too_large(event):
+        if too_large(event):
             self._too_large.inc()
             self.ctx.logger.warning(
                 "Message %d of stream %s (%d bytes) is too large for one event; told JetStream not to "

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from common.config_yaml import MAX_EVENT_PAYLOAD_BYTES
-from gateways.nats.binding import JetStreamMeta, NatsMessage, from_event, to_event, too_large
+from common.events import too_large
+from gateways.nats.binding import JetStreamMeta, NatsMessage, from_event, to_event
 
 AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

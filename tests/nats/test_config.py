@@ -10,7 +10,8 @@ import pytest
 from common.errors import ConfigError
 from common.retry import Backoff
 from common.secrets import SecretRef
-from gateways.nats.config import DEFAULT_ACK_WAIT, DEFAULT_MAX_ACK_PENDING, JetStream, TlsFiles, parse
+from common.tls import TlsFiles
+from gateways.nats.config import DEFAULT_ACK_WAIT, DEFAULT_MAX_ACK_PENDING, JetStream, parse
 
 
 def problems(data: str) -> dict[str, list[str]]:
