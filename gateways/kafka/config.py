@@ -175,17 +175,18 @@ def _group(value: Any, problems: dict[str, str]) -> Group | None:
         if key not in GROUP_FIELDS:
             problems[f"consumerGroup.{key}"] = f"unknown field (known fields: {', '.join(GROUP_FIELDS)})"
     name = value.get("groupName")
-    if not isinstance(name, str) or not _GROUP.match(name) or not name.strip():
+    good_name = isinstance(name, str) and bool(_GROUP.match(name)) and bool(name.strip())
+    if not good_name:
         problems["consumerGroup.groupName"] = (
             "groupName must be specified" if name is None else f"must be a group id, got {show(name)}"
         )
-        return None
     oldest = value.get("oldest", False)
     if not isinstance(oldest, bool):
         problems["consumerGroup.oldest"] = f"must be true or false, got {show(oldest)}"
-        return None
     session = _session_timeout(value.get("sessionTimeout"), problems)
-    return Group(name, oldest, session)
+    if not good_name or not isinstance(oldest, bool):
+        return None
+    return Group(str(name), oldest, session)
 
 
 def _session_timeout(value: Any, problems: dict[str, str]) -> float:
