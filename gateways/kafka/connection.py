@@ -3,8 +3,8 @@ its close.
 
 Starting (bootstrap, metadata, for a partition reader the partition check) is one attempt per call
 (``open``); ``source`` retries it with ``common.retry``. Once started, aiokafka reconnects by itself,
-forever; it does not say when the brokers go away, so a named probe task asks the cluster for its
-topics every ``PROBE_INTERVAL`` seconds and reports each loss and each return with
+forever; it does not say when the brokers go away, so a named probe task asks the cluster a small
+question every ``PROBE_INTERVAL`` seconds (one partition's end offset) and reports each loss and each return with
 ``SourceContext.report_connection``: a broker that went down shows in status within
 ``PROBE_INTERVAL + PROBE_TIMEOUT`` seconds. aiokafka's own log lines (several a second while a broker
 is down) are let through once a minute per message (``common.logs.quiet_repeats``).
@@ -140,13 +140,24 @@ class Connection:
         await consumer.seek_to_end(tp)
 
     async def _watch(self, consumer: AIOKafkaConsumer) -> None:
-        """Ask the cluster for its topics every ``PROBE_INTERVAL``; report the answer as the state."""
+        """Ask the cluster every ``PROBE_INTERVAL``; report the answer as the state. The question is
+        small: the end offset of one assigned partition (its leader answers), or, with none assigned
+        yet, the topic list."""
         while True:
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
-                    await consumer.topics()
+                    assigned = sorted(consumer.assignment())
+                    if assigned:
+                        await consumer.end_offsets(assigned[:1])
+                    else:
+                        await consumer.topics()
             except FAULTS as exc:
-                self.ctx.report_connection(False, f"no broker of {self.display} answers: {describe(exc)}")
+                why = (
+                    describe(exc)
+                    if not isinstance(exc, TimeoutError)
+                    else f"no answer within {PROBE_TIMEOUT:g}s"
+                )
+                self.ctx.report_connection(False, f"no broker of {self.display} answers: {why}")
             else:
                 self.ctx.report_connection(True)
             await asyncio.sleep(PROBE_INTERVAL)
