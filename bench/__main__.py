@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import calendar_e2e, calendar_lateness, client_hop, nats_e2e, stream_throughput, webhook_e2e
+from bench import (
+    calendar_e2e,
+    calendar_lateness,
+    client_hop,
+    kafka_e2e,
+    nats_e2e,
+    stream_throughput,
+    webhook_e2e,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -23,7 +31,15 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run only benchmarks whose module name contains this")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
-    for module in (stream_throughput, calendar_lateness, calendar_e2e, client_hop, webhook_e2e, nats_e2e):
+    for module in (
+        stream_throughput,
+        calendar_lateness,
+        calendar_e2e,
+        client_hop,
+        webhook_e2e,
+        nats_e2e,
+        kafka_e2e,
+    ):
         if args.only and args.only not in module.__name__:
             continue
         started = time.perf_counter()

@@ -2,14 +2,14 @@
 
 A sink takes CloudEvents in binary mode (``ce-*`` HTTP or NATS headers) and records, per event, when
 it arrived (``time.time()``, after the body was read), the source (``ce-subject``), the sequence
-number (the ``N`` of ``ce-id: PREFIX:N``, when the id ends in one) and how long after the load
+number (the ``N`` of ``ce-id: PREFIX:N``, when the id ends in one; a Kafka event's id,
+``TOPIC/PARTITION/OFFSET``, is numbered by its offset, per partition) and how long after the load
 generator stamped it the event arrived. The stamp is the load generator's send time when the event
 carries one, an ``X-Sent-At`` header (``time.time()`` as a decimal), either on the event itself or
-among the HTTP request headers a webhook event forwards in its ``ce-headers`` extension; otherwise it
-is ``ce-time``. Numbers run per
-source and per id prefix (the ``PREFIX`` of ``ce-id``, e.g. one per load-generator worker): an event
-whose number is not its stream's previous number plus one is an order violation (a reorder, a
-duplicate or a gap).
+among the HTTP request headers a webhook event (or the record headers a Kafka event) forwards in its
+``ce-headers`` extension; otherwise it is ``ce-time``. Numbers run per source and per id prefix (the
+``PREFIX`` of ``ce-id``, e.g. one per load-generator worker): an event whose number is not its
+stream's previous number plus one is an order violation (a reorder, a duplicate or a gap).
 
 Control, on the sink's HTTP port:
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -38,6 +39,8 @@ from common.signals import install_signal_handlers
 
 SENT_AT_HEADER = "x-sent-at"
 """The load generator's send time (``time.time()``, a decimal), a request header of the webhook bench."""
+KAFKA_ID = re.compile(r"(?P<partition>[A-Za-z0-9._-]+/[0-9]+)/(?P<offset>[0-9]+)")
+"""The id the Kafka gateway gives a record's event (a topic name has no ``:`` or ``/``)."""
 
 
 class Recorder:
@@ -63,6 +66,8 @@ class Recorder:
             self.unreadable += 1
             return
         prefix, _, number = event_id.rpartition(":")
+        if kafka := KAFKA_ID.fullmatch(event_id):
+            prefix, number = kafka["partition"], kafka["offset"]
         if number.isdigit():  # numbered: checked for order (a calendar's ids name their slot instead)
             seq, stream = int(number), f"{source}\0{prefix}"
             if seq != self.last.get(stream, -1) + 1:
