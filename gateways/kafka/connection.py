@@ -4,20 +4,26 @@ its close.
 Starting (bootstrap, metadata, for a partition reader the partition check) is one attempt per call
 (``open``); ``source`` retries it with ``common.retry``. Once started, aiokafka reconnects by itself,
 forever; it does not say when the brokers go away, so a named probe task asks the cluster a small
-question every ``PROBE_INTERVAL`` seconds (one partition's end offset) and reports each loss and each return with
-``SourceContext.report_connection``: a broker that went down shows in status within
-``PROBE_INTERVAL + PROBE_TIMEOUT`` seconds. aiokafka's own log lines (several a second while a broker
-is down) are let through once a minute per message (``common.logs.quiet_repeats``).
+question every ``PROBE_INTERVAL`` seconds (one partition's end offset) and reports each loss and each
+return with ``SourceContext.report_connection``: a broker that went down shows in status within
+``PROBE_INTERVAL + PROBE_TIMEOUT`` seconds. A start that fails for a reason aiokafka only logs (a
+refused login, a failed TLS handshake: it raises a bare "Unable to bootstrap") is asked again with
+one plain connection per broker, so the status names the real reason. aiokafka's own log lines
+(several a second while a broker is down) are let through once a minute per message
+(``common.logs.quiet_repeats``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from typing import Any
 
 import aiokafka.errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.conn import create_conn
 
 from common import logs, tasks
 from common.errors import SourceFailed, SourceUnavailable
@@ -40,7 +46,21 @@ another member, whose redelivery would be duplicates, never losses."""
 MAX_PARTITION_FETCH_BYTES = 1024 * 1024
 """What one fetch may bring per partition: the most a partition has buffered ahead of the stream."""
 FAULTS = (aiokafka.errors.KafkaError, OSError, TimeoutError)
-LOGIN_FAULTS = (aiokafka.errors.AuthenticationFailedError, aiokafka.errors.UnsupportedSaslMechanismError)
+LOGIN_FAULTS = (
+    aiokafka.errors.AuthenticationFailedError,
+    aiokafka.errors.SaslAuthenticationFailed,
+    aiokafka.errors.UnsupportedSaslMechanismError,
+)
+CONN_OPTIONS = (
+    "client_id",
+    "request_timeout_ms",
+    "ssl_context",
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_plain_username",
+    "sasl_plain_password",
+)
+"""The consumer's options a single connection (``create_conn``) takes too."""
 
 logs.quiet_repeats("aiokafka")
 
@@ -50,26 +70,31 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+async def stop_consumer(consumer: AIOKafkaConsumer, logger: tasks.Logger) -> None:
     """Leave the group and close the connections, waiting at most ``CLOSE_TIMEOUT``; never raises.
 
     The stop runs as a task of its own, so it finishes even when the caller is being cancelled (a
     source stopped mid-fetch), and whatever it ends with stays its own: aiokafka's ``stop`` awaits a
     task it has just cancelled and lets that ``CancelledError`` out."""
-    stopping = asyncio.ensure_future(consumer.stop())
+    stopping = tasks.start(_stop(consumer), name="closing a Kafka consumer", logger=logger)
     _stopping.add(stopping)
     stopping.add_done_callback(_stopped)
     await asyncio.wait({stopping}, timeout=CLOSE_TIMEOUT)
 
 
-_stopping: set[asyncio.Future[None]] = set()
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    with contextlib.suppress(*FAULTS):  # a fault while closing changes nothing for a stopping source
+        await consumer.stop()
+
+
+_stopping: set[asyncio.Task[None]] = set()
 """Stops under way (a task is only weakly held by the loop)."""
 
 
-def _stopped(task: asyncio.Future[None]) -> None:
+def _stopped(task: asyncio.Task[None]) -> None:
     _stopping.discard(task)
     if not task.cancelled():
-        task.exception()  # retrieved: a fault while closing changes nothing for a stopping source
+        task.exception()
 
 
 class Connection:
@@ -93,7 +118,8 @@ class Connection:
         try:
             for secret in self._secrets.values():
                 secret.load()
-            consumer = AIOKafkaConsumer(**self._options())
+            options = self._options()
+            consumer = AIOKafkaConsumer(**options)
         except SourceUnavailable as exc:
             self.ctx.report_connection(False, str(exc))
             raise
@@ -105,15 +131,19 @@ class Connection:
                 else:
                     await self._assign(consumer)
         except BaseException as exc:
-            await stop_consumer(consumer)
+            await stop_consumer(consumer, self.ctx.logger)
             if isinstance(exc, SourceFailed | SourceUnavailable):
                 self.ctx.report_connection(False, str(exc))
                 raise
             if not isinstance(exc, FAULTS):
                 raise
+            if isinstance(exc, aiokafka.errors.KafkaConnectionError):
+                exc = await self._bootstrap_fault(options) or exc
             reason = f"cannot reach the brokers {self.display}: {describe(exc)}"
             if isinstance(exc, LOGIN_FAULTS):
                 reason = f"the brokers {self.display} refused the login: {describe(exc)}"
+            elif isinstance(exc, ssl.SSLError):
+                reason = f"the TLS handshake with the brokers {self.display} failed: {describe(exc)}"
             self.ctx.report_connection(False, reason)
             raise SourceUnavailable(reason, source=self.ctx.name) from exc
         self.consumer = consumer
@@ -123,6 +153,26 @@ class Connection:
             logger=self.ctx.logger,
         )
         return consumer
+
+    async def _bootstrap_fault(self, options: dict[str, Any]) -> BaseException | None:
+        """Why the bootstrap brokers let no connection in: aiokafka's bootstrap only logs each
+        broker's fault (a refused login, a TLS failure) and raises a bare "Unable to bootstrap".
+        One connection per broker, made as aiokafka makes them, finds it again."""
+        found: BaseException | None = None
+        for broker in self.config.brokers:
+            host, _, port = broker.rpartition(":")
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    conn = await create_conn(
+                        host.strip("[]"), int(port), **{k: options[k] for k in CONN_OPTIONS if k in options}
+                    )
+            except FAULTS as exc:
+                if isinstance(exc, (*LOGIN_FAULTS, ssl.SSLError)):
+                    return exc
+                found = found or exc
+            else:
+                conn.close()
+        return found
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> None:
         """v0.11's reader: the configured partition alone, from the newest offset."""
@@ -169,7 +219,7 @@ class Connection:
             self._probe = None
         consumer, self.consumer = self.consumer, None
         if consumer is not None:
-            await stop_consumer(consumer)
+            await stop_consumer(consumer, self.ctx.logger)
 
     def _options(self) -> dict[str, Any]:
         config = self.config
