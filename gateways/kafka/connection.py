@@ -66,8 +66,11 @@ logs.quiet_repeats("aiokafka")
 
 
 def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    """``Type: message`` (aiokafka's messages often start with their type already: said once)."""
+    text, name = str(exc), type(exc).__name__
+    if text.startswith(f"{name}:") or text.startswith(f"[Error") and name in text:
+        return text
+    return f"{name}: {text}" if text else name
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer, logger: tasks.Logger) -> None:
