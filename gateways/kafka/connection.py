@@ -68,7 +68,7 @@ logs.quiet_repeats("aiokafka")
 def describe(exc: BaseException) -> str:
     """``Type: message`` (aiokafka's messages often start with their type already: said once)."""
     text, name = str(exc), type(exc).__name__
-    if text.startswith(f"{name}:") or text.startswith(f"[Error") and name in text:
+    if text.startswith(f"{name}:") or (text.startswith("[Error") and name in text):
         return text
     return f"{name}: {text}" if text else name
 
