@@ -9,7 +9,11 @@ settled: the partition's commit stops before it, and the next reader of the grou
 One named task sends the commits, coalesced: whatever settled since the last commit goes in the next.
 When the group takes partitions away (a rebalance), what settled for them is committed first, then
 they are forgotten: records of theirs still in flight are neither committed (a later settle is
-ignored) nor lost (their new owner reads from the committed offset). So delivery is at least once;
+ignored) nor lost (their new owner reads from the committed offset). A commit the group refuses (this
+member's generation is over) is dropped, not retried, and after any failed commit a revocation
+commits nothing: offsets of records read before a broker lost its log (a restart of a memory-only
+broker, a topic deleted and made again) must never land in the new log, where they would skip what
+is produced next. Those records are read again instead. So delivery is at least once;
 duplicates (same id) are at most what was unsettled at a crash or a rebalance.
 """
 
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+import aiokafka.errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
@@ -29,6 +34,13 @@ from gateways.kafka import metrics
 from gateways.kafka.connection import FAULTS, describe
 
 COMMIT_TIMEOUT = 10.0
+FENCED = (
+    aiokafka.errors.CommitFailedError,
+    aiokafka.errors.IllegalGenerationError,
+    aiokafka.errors.UnknownMemberIdError,
+    aiokafka.errors.RebalanceInProgressError,
+)
+"""A commit refused because this member's generation is over: its partitions go to the group again."""
 
 
 class Commits(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -44,6 +56,8 @@ class Commits(ConsumerRebalanceListener):  # type: ignore[misc]
         self._wake = asyncio.Event()
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        """A commit has failed since the last one that succeeded (the membership may be gone)."""
         self._outcomes = {o: metrics.COMMITS.labels(source=ctx.name, outcome=o) for o in ("ok", "failed")}
         self.settled = asyncio.Event()
         """Set while no event is unsettled."""
@@ -101,8 +115,19 @@ class Commits(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT):
                 await self.consumer.commit(due)
+        except FENCED as exc:
+            self._outcomes["failed"].inc()
+            self._failing = True
+            self.ctx.logger.warning(
+                "Cannot commit offsets %s: %s; the group has moved on, so they are dropped (their "
+                "records are read again).",
+                _show(due),
+                describe(exc),
+            )
+            return
         except FAULTS as exc:
             self._outcomes["failed"].inc()
+            self._failing = True
             for tp, offset in due.items():
                 if tp in self.partitions:
                     self._due[tp] = max(offset, self._due.get(tp, 0))
@@ -112,11 +137,19 @@ class Commits(ConsumerRebalanceListener):  # type: ignore[misc]
                 describe(exc),
             )
             return
+        self._failing = False
         self._outcomes["ok"].inc()
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         gone = set(revoked)
-        await self.commit(gone)
+        if self._failing:  # the membership may have ended with the broker that held it: no stale commit
+            if stale := {tp: o for tp, o in self._due.items() if tp in gone}:
+                self.ctx.logger.warning(
+                    "Not committing offsets %s: commits have failed since the last one; they are read again.",
+                    _show(stale),
+                )
+        else:
+            await self.commit(gone)
         for tp in gone:
             self.partitions.pop(tp, None)
             self._due.pop(tp, None)

@@ -20,14 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 import nats.errors
-from nats.aio.client import Client, RawCredentials
+from nats.aio.client import Client
 
 from common.errors import SourceFailed, SourceUnavailable
 from common.kinds import SourceContext
-from common.secrets import Secret, SecretRef, redact_url
+from common.secrets import Secret, redact_url
 from common.tls import client_context
 from gateways.nats import metrics
 from gateways.nats.config import NatsConfig
+from gateways.nats.creds import CredsError, CredsSigner
 
 CONNECT_TIMEOUT = 5.0
 """Seconds one server may take to accept the connection and answer its handshake."""
@@ -51,8 +52,6 @@ CONNECTION_FAULTS = (
     nats.errors.NoServersError,
 )
 """Errors that mean the connection itself is lost or cannot be made."""
-CREDS_BLOCKS = ("BEGIN NATS USER JWT", "BEGIN USER NKEY SEED")
-"""What nats-py looks for in a ``.creds`` file's lines, each block's content on the line after."""
 
 
 def stop_if_cancelled() -> None:
@@ -188,25 +187,18 @@ class Connection:
             else:
                 options["nkeys_seed_str"] = secrets["nkey"].text(logger)
         if auth.credentials is not None:
-            self._check_creds(secrets["credentials"].text(logger), auth.credentials)
-            if auth.credentials.file:
-                options["user_credentials"] = auth.credentials.file
-            else:
-                options["user_credentials"] = RawCredentials(secrets["credentials"].text(logger))
+            signer = CredsSigner(secrets["credentials"], logger)
+            try:
+                signer.check()
+            except CredsError as exc:  # a file may yet be rewritten (retried); a variable cannot
+                error = SourceUnavailable if auth.credentials.file else SourceFailed
+                where = auth.credentials.describe()
+                raise error(f"the credentials in {where} are {exc}", source=self.ctx.name) from None
+            options["user_jwt_cb"] = signer.user_jwt
+            options["signature_cb"] = signer.sign
         if self.config.tls is not None or any(s.startswith("tls://") for s in self.config.servers):
             options["tls"] = client_context(self.config.tls, self.ctx.name)
         return options
-
-    def _check_creds(self, text: str, ref: SecretRef) -> None:
-        """Refuse a text that is not a ``.creds`` file before nats-py reads it: without the seed block
-        it fails with a bare ``TypeError``, and without the JWT block its reader loops forever, taking
-        the whole server with it. A file may yet be rewritten (retried); a variable cannot."""
-        missing = [block for block in CREDS_BLOCKS if block not in text]
-        if missing:
-            error = SourceUnavailable if ref.file else SourceFailed
-            lines = " and no ".join(missing)
-            reason = f"the credentials in {ref.describe()} are not a .creds file: no {lines} line"
-            raise error(reason, source=self.ctx.name)
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, nats.errors.SlowConsumerError):

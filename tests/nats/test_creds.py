@@ -158,3 +158,39 @@ async def test_a_credentials_file_without_a_seed_is_said_in_status_until_it_is_r
         await broker.subscribed("halfcreds", "orders")
         assert await take_state(reader) == "state CONNECTED 1"
         call.cancel()
+
+
+async def test_a_creds_file_with_crlf_line_ends_logs_in(stub: EventingAsyncStub, tmp_path: Path) -> None:
+    trust = Trust()
+    creds = tmp_path / "windows.creds"
+    creds.write_bytes(trust.creds("source").replace("\n", "\r\n").encode())
+    async with operator_mode(trust, tmp_path) as broker:
+        data = source_yaml(broker.url, "orders", f"credentials: {{file: {creds}}}")
+        call, reader = await open_stream(stub, start("crlf", data))
+        await broker.subscribed("crlf", "orders")
+        await publish_as_another_user(broker, trust, "orders", b"crlf")
+        assert [e.payload for e in await reader.events(1)] == [b"crlf"]
+        call.cancel()
+
+
+async def test_a_creds_file_rewritten_badly_while_connected_costs_the_reconnect_not_the_server(
+    stub: EventingAsyncStub, tmp_path: Path
+) -> None:
+    trust = Trust()
+    creds = tmp_path / "rotating.creds"
+    creds.write_text(trust.creds("source"))
+    async with operator_mode(trust, tmp_path) as broker:
+        data = source_yaml(broker.url, "orders", f"credentials: {{file: {creds}}}")
+        call, reader = await open_stream(stub, start("rotating", data, state=True))
+        await broker.subscribed("rotating", "orders")
+        assert await take_state(reader) == "state CONNECTED 0"
+        creds.write_text("-----BEGIN USER NKEY SEED-----\nSUAxxxx\n------END USER NKEY SEED------\n")
+        await broker.stop()
+        assert (await take_state(reader)).startswith("state DISCONNECTED 0")
+        await broker.start()
+        # The reconnects fail (no JWT in the file) without hanging the server: it still answers.
+        health = await stub.ValidateEventSource(spec("other", source_yaml(broker.url, "x")), timeout=5)
+        assert health.isValid
+        creds.write_text(trust.creds("source"))  # fixed: the next reconnect logs in again
+        assert (await take_state(reader, timeout=30)) == "state CONNECTED 1"
+        call.cancel()
