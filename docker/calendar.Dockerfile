@@ -1,6 +1,7 @@
 # The calendar gateway server. Build from the repository root:
 #   docker build -f docker/calendar.Dockerfile -t gateways/calendar .
-FROM python:3.11-slim
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 # tzdata: the calendar reads IANA zones; images without it broke timezones (argo-events#799).
 RUN apt-get update && apt-get install -y --no-install-recommends tzdata && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -1,6 +1,7 @@
 # The Kafka gateway server. Build from the repository root:
 #   docker build -f docker/kafka.Dockerfile -t gateways/kafka .
-FROM python:3.11-slim
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 # tzdata: every image carries it, so event times and logs read zones the same way everywhere.
 RUN apt-get update && apt-get install -y --no-install-recommends tzdata && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
