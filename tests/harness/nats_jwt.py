@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import nkeys  # type: ignore[import-untyped]  # nkeys ships no type information
+import nkeys
 
 HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 UNLIMITED_ACCOUNT = {
