@@ -1,0 +1,87 @@
+"""The AMQP source: open (retried with the shared helper), yield events, re-open after a loss, close.
+
+Opening (connect, channel, declare, bind, consume) is one attempt, retried with ``common.retry`` and
+the config's ``backoff`` (forever by default, the delay capped at 60 s), at the start and again after
+every loss of the connection or channel: each failure a numbered log line and the reason in the
+source's status, the stream open meanwhile. What the lost channel had delivered and not been acked is
+the broker's to deliver again (``redelivered``); events of it still on their way are delivered, and
+their acks, which no channel can take any more, are dropped. Drained, the source takes nothing new,
+yields what it holds and waits for those acks; stopped or drained, it closes channel and connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+
+from common.errors import SourceUnavailable
+from common.events import SourceEvent
+from common.kinds import SourceContext
+from common.retry import retry
+from gateways.amqp import metrics
+from gateways.amqp.config import AmqpConfig
+from gateways.amqp.connection import Connection
+from gateways.amqp.reader import Reader
+
+
+class _Drained(Exception):
+    """The source was asked to finish while it was not connected: it holds nothing, so it ends."""
+
+
+async def run(ctx: SourceContext, config: AmqpConfig) -> AsyncGenerator[SourceEvent, None]:
+    """Yield the events of ``config``'s queue until drained or cancelled."""
+    connection = Connection(ctx, config)
+    reader = Reader(ctx, config)
+    drained = asyncio.Event()
+    connection.listeners.append(reader.signal.set)
+    reconnects = metrics.RECONNECTS.labels(source=ctx.name)
+
+    def drain() -> None:
+        drained.set()
+        reader.drain()
+
+    ctx.on_drain(drain)
+
+    async def attempt() -> str:
+        if drained.is_set():
+            raise _Drained()
+        try:
+            queue = await connection.open(reader.deliver)
+        except SourceUnavailable:
+            ctx.serving()  # not serving, but the state is known: the client shows why, not "starting"
+            raise
+        reader.new_channel()
+        ctx.report_connection(True)
+        ctx.serving()
+        return queue
+
+    what = f"consuming from {config.exchange_name!r} ({config.routing_key!r}) on {config.display_url}"
+    try:
+        opened = 0
+        while not drained.is_set():
+            try:
+                queue = await retry(
+                    attempt,
+                    what=what,
+                    backoff=config.backoff,
+                    retry_on=(SourceUnavailable,),
+                    logger=ctx.logger,
+                    wakeup=drained,
+                )
+            except _Drained:
+                return
+            if opened:
+                reconnects.inc()
+            opened += 1
+            ctx.logger.info("Consuming from queue %r on %s.", queue, config.display_url)
+            async with contextlib.aclosing(reader.events(connection.lost)) as events:
+                async for event in events:
+                    yield event
+            if connection.lost.is_set():
+                ctx.report_connection(False, connection.reason)
+                await reader.acks.close()
+                await connection.close()
+    finally:
+        await reader.acks.close()
+        await connection.close()
