@@ -113,3 +113,42 @@ async def test_a_deleted_queue_is_reported_and_declared_again_with_no_empty_even
     assert seen == ["after"], seen  # nothing empty came in between
     call.cancel()
     await connection.close()
+
+
+async def test_a_queue_that_exists_with_other_arguments_is_refused_in_status_not_crashed(
+    stub: EventingAsyncStub, broker: RabbitMQ, names: tuple[str, str]
+) -> None:
+    exchange, queue = names
+    connection, _ = await publisher(broker.url, exchange)
+    channel = await connection.channel()
+    await channel.declare_queue(queue, durable=True, arguments={"x-max-length": 10})
+    data = source_yaml(
+        broker.url, exchange, "k", f"queueDeclare: {{name: {queue}, arguments: {{x-max-length: 99}}}}"
+    )
+    call, reader = await open_stream(stub, start("clash", data, state=True))
+    state = await take_state(reader, timeout=20)
+    assert state.startswith("state DISCONNECTED 0") and "PRECONDITION_FAILED" in state, state
+    assert "declaring" in state or "queue" in state, state
+    call.cancel()
+    await connection.close()
+
+
+async def test_a_message_too_large_for_one_event_is_dropped_counted_and_acked(
+    stub: EventingAsyncStub, broker: RabbitMQ, names: tuple[str, str]
+) -> None:
+    exchange, queue = names
+    data = source_yaml(broker.url, exchange, "k", f"queueDeclare: {{name: {queue}}}")
+    call, reader = await open_stream(stub, start("big", data, acknowledges=True, state=True))
+    assert await take_state(reader, timeout=20) == "state CONNECTED 0"
+    connection, declared = await publisher(broker.url, exchange)
+    await publish(declared, "k", "x" * (5 * 1024 * 1024), "small")
+    (event,) = await reader.events(1)
+    assert event.payload == b"small"
+    assert metrics.sample("amqp_messages_dropped_total", source="big", reason="too_large") == 1
+    await call.write(ack(event.sequence))
+    await wait_until(lambda: metrics.sample("amqp_acks_total", source="big") >= 1, what="the ack of both")
+    call.cancel()
+    await no_source_running()
+    queue_state = await (await connection.channel()).declare_queue(queue, durable=True, passive=True)
+    assert queue_state.declaration_result.message_count == 0
+    await connection.close()
