@@ -110,6 +110,8 @@ class Connection:
                     auto_delete=config.exchange.auto_delete,
                     internal=config.exchange.internal,
                 )
+                named = config.queue
+                step = f"declaring the queue {named.name!r}" if named else "declaring an exclusive queue"
                 queue = await self._declare_queue(channel)
                 step = f"binding queue {queue.name!r} to {config.exchange_name!r} with {config.routing_key!r}"
                 await queue.bind(exchange, config.routing_key)
