@@ -1,0 +1,87 @@
+"""A paho-mqtt client driven by the asyncio event loop: no network thread per source.
+
+paho-mqtt (the design card's client) does the protocol; it tells which sockets to watch
+(``on_socket_*``), and the loop calls its ``loop_read``/``loop_write`` when they are ready, and
+``loop_misc`` (keep-alive pings, timeouts) every second from one named task. The blocking part of a
+connect (name lookup, TCP, a TLS handshake) runs in a worker thread, so no source stalls the others.
+A well-kept asyncio wrapper (aiomqtt) does the same, but it cannot hold acknowledgements, which the
+gateway needs (``manual_ack``), so paho is used directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from common import tasks
+from common.logs import SourceLogger
+
+MISC_INTERVAL = 1.0
+
+
+class LoopDriver:
+    """Watches ``client``'s socket on the running loop; ``stop`` to let go of it."""
+
+    def __init__(self, client: mqtt.Client, logger: SourceLogger, name: str) -> None:
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self._sock: Any = None
+        self._writing = False
+        client.on_socket_open = self._opened
+        client.on_socket_close = self._closed
+        client.on_socket_register_write = self._want_write
+        client.on_socket_unregister_write = self._done_writing
+        self._misc = tasks.start(
+            self._tick(), name=f"MQTT keep-alive of event source {name!r}", logger=logger
+        )
+
+    def _opened(self, client: mqtt.Client, userdata: Any, sock: socket.socket | Any) -> None:
+        self.loop.call_soon_threadsafe(self._watch, sock)
+
+    def _watch(self, sock: Any) -> None:
+        self._sock = sock
+        self.loop.add_reader(sock, self._read)
+
+    def _read(self) -> None:
+        self.client.loop_read()
+
+    def _write(self) -> None:
+        self.client.loop_write()
+
+    def _want_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self.loop.call_soon_threadsafe(self._add_writer, sock)
+
+    def _add_writer(self, sock: Any) -> None:
+        if not self._writing:
+            self._writing = True
+            self.loop.add_writer(sock, self._write)
+
+    def _done_writing(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self.loop.call_soon_threadsafe(self._remove_writer, sock)
+
+    def _remove_writer(self, sock: Any) -> None:
+        if self._writing:
+            self._writing = False
+            self.loop.remove_writer(sock)
+
+    def _closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        self.loop.call_soon_threadsafe(self._forget, sock)
+
+    def _forget(self, sock: Any) -> None:
+        self.loop.remove_reader(sock)
+        self._remove_writer(sock)
+        if self._sock is sock:
+            self._sock = None
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(MISC_INTERVAL)
+            self.client.loop_misc()
+
+    async def stop(self) -> None:
+        await tasks.stop(self._misc, timeout=1.0)
+        if self._sock is not None:
+            self._forget(self._sock)
