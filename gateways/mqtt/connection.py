@@ -217,12 +217,12 @@ class Connection:
         self._closing = True
         client, driver, gone = self.client, self._driver, self._gone
         self.client, self._driver = None, None
-        if client is not None:
-            if client.is_connected():
-                client.disconnect()
-                if gone is not None:
+        try:
+            if client is not None:
+                connected = client.is_connected()
+                client.disconnect()  # also frees a half-open socket
+                if connected and gone is not None:
                     await asyncio.wait({gone}, timeout=CLOSE_TIMEOUT)
-            else:
-                client.disconnect()  # frees a half-open socket
-        if driver is not None:
-            await driver.stop()
+        finally:
+            if driver is not None:
+                driver.stop()

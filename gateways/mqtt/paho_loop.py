@@ -28,7 +28,8 @@ class LoopDriver:
     def __init__(self, client: mqtt.Client, logger: SourceLogger, name: str) -> None:
         self.client = client
         self.loop = asyncio.get_running_loop()
-        self._sock: Any = None
+        self._fd = -1
+        """The watched socket's descriptor, kept: a closed socket says -1."""
         self._writing = False
         client.on_socket_open = self._opened
         client.on_socket_close = self._closed
@@ -42,8 +43,8 @@ class LoopDriver:
         self.loop.call_soon_threadsafe(self._watch, sock)
 
     def _watch(self, sock: Any) -> None:
-        self._sock = sock
-        self.loop.add_reader(sock, self._read)
+        self._fd = sock.fileno()
+        self.loop.add_reader(self._fd, self._read)
 
     def _read(self) -> None:
         self.client.loop_read()
@@ -55,33 +56,33 @@ class LoopDriver:
         self.loop.call_soon_threadsafe(self._add_writer, sock)
 
     def _add_writer(self, sock: Any) -> None:
-        if not self._writing:
+        if not self._writing and self._fd >= 0:
             self._writing = True
-            self.loop.add_writer(sock, self._write)
+            self.loop.add_writer(self._fd, self._write)
 
     def _done_writing(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self.loop.call_soon_threadsafe(self._remove_writer, sock)
 
-    def _remove_writer(self, sock: Any) -> None:
+    def _remove_writer(self, sock: Any = None) -> None:
         if self._writing:
             self._writing = False
-            self.loop.remove_writer(sock)
+            self.loop.remove_writer(self._fd)
 
     def _closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         self.loop.call_soon_threadsafe(self._forget, sock)
 
-    def _forget(self, sock: Any) -> None:
-        self.loop.remove_reader(sock)
-        self._remove_writer(sock)
-        if self._sock is sock:
-            self._sock = None
+    def _forget(self, sock: Any = None) -> None:
+        if self._fd >= 0:
+            self._remove_writer()
+            self.loop.remove_reader(self._fd)
+            self._fd = -1
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(MISC_INTERVAL)
             self.client.loop_misc()
 
-    async def stop(self) -> None:
-        await tasks.stop(self._misc, timeout=1.0)
-        if self._sock is not None:
-            self._forget(self._sock)
+    def stop(self) -> None:
+        """Stop the keep-alive task and the watching (the loop stops the task at its next turn)."""
+        self._misc.cancel()
+        self._forget()
