@@ -82,7 +82,11 @@ async def stop_consumer(consumer: AIOKafkaConsumer, logger: tasks.Logger) -> Non
     stopping = tasks.start(_stop(consumer), name="closing a Kafka consumer", logger=logger)
     _stopping.add(stopping)
     stopping.add_done_callback(_stopped)
-    await asyncio.wait({stopping}, timeout=CLOSE_TIMEOUT)
+    try:
+        await asyncio.wait({stopping}, timeout=CLOSE_TIMEOUT)
+    except asyncio.CancelledError:  # cancelled again while closing: finish closing first, then go
+        await asyncio.wait({stopping}, timeout=CLOSE_TIMEOUT)
+        raise
 
 
 async def _stop(consumer: AIOKafkaConsumer) -> None:
