@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    amqp_e2e,
     calendar_e2e,
     calendar_lateness,
     client_hop,
@@ -39,6 +40,7 @@ def main() -> None:
         webhook_e2e,
         nats_e2e,
         kafka_e2e,
+        amqp_e2e,
     ):
         if args.only and args.only not in module.__name__:
             continue

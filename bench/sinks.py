@@ -6,10 +6,11 @@ number (the ``N`` of ``ce-id: PREFIX:N``, when the id ends in one; a Kafka event
 ``TOPIC/PARTITION/OFFSET``, is numbered by its offset, per partition) and how long after the load
 generator stamped it the event arrived. The stamp is the load generator's send time when the event
 carries one, an ``X-Sent-At`` header (``time.time()`` as a decimal), either on the event itself or
-among the HTTP request headers a webhook event (or the record headers a Kafka event) forwards in its
-``ce-headers`` extension; otherwise it is ``ce-time``. Numbers run per source and per id prefix (the
-``PREFIX`` of ``ce-id``, e.g. one per load-generator worker): an event whose number is not its
-stream's previous number plus one is an order violation (a reorder, a duplicate or a gap).
+among the HTTP request headers a webhook event (or the record headers a Kafka event, the headers
+table an AMQP event) forwards in its ``ce-headers`` extension; otherwise it is ``ce-time``. Numbers
+run per source and per id prefix (the ``PREFIX`` of ``ce-id``, e.g. one per load-generator worker):
+an event whose number is not its stream's previous number plus one is an order violation (a
+reorder, a duplicate or a gap).
 
 Control, on the sink's HTTP port:
 
@@ -103,9 +104,11 @@ class Recorder:
 
 def _sent_at(headers: Mapping[str, str]) -> float | None:
     """When the load generator sent the event (``time.time()``), or None when it carries no time."""
-    stamp = headers.get(SENT_AT_HEADER) or headers.get(SENT_AT_HEADER.title())
+    stamp: Any = headers.get(SENT_AT_HEADER) or headers.get(SENT_AT_HEADER.title())
     if stamp is None and (forwarded := headers.get("ce-headers")):
-        stamp = next(iter(json.loads(unquote(forwarded)).get(SENT_AT_HEADER, [])), None)
+        value = json.loads(unquote(forwarded)).get(SENT_AT_HEADER)
+        # name -> values (a webhook's request headers, a Kafka record's); name -> value (an AMQP table)
+        stamp = value if isinstance(value, str | int | float) else next(iter(value or []), None)
     if stamp is not None:
         return float(stamp)
     sent = headers.get("ce-time")
