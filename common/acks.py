@@ -40,6 +40,11 @@ class Prefix:
         return len(self._order) - len(self._done)
 
     @property
+    def newest(self) -> int:
+        """The last position handed out (-1 before any)."""
+        return self._order[-1] if self._order else self._told
+
+    @property
     def last(self) -> int:
         """The last position the prefix passed (-1 before any)."""
         return self._told

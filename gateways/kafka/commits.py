@@ -75,10 +75,11 @@ class Commits(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def hold(self, tp: TopicPartition, offset: int) -> asyncio.Future[None] | None:
         """The ``delivered`` future of the record at ``offset`` of ``tp``; None when ``tp`` is no
-        longer assigned (revoked mid-batch: its new owner reads the record)."""
+        longer assigned (revoked mid-batch: its new owner reads the record), or when a record at or
+        after ``offset`` was handed on already."""
         prefix = self.partitions.get(tp)
-        if prefix is None:
-            return None
+        if prefix is None or offset <= prefix.newest:
+            return None  # revoked, or handed on already (a fetch aiokafka returns again after a skip)
         prefix.add(offset)
         self.settled.clear()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

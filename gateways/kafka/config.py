@@ -107,7 +107,7 @@ def parse(data: str) -> KafkaConfig:
         problems.update({name: "; ".join(msgs) for name, msgs in exc.problems.items()})
         backoff = Backoff()
     group = _group(raw.get("consumerGroup"), problems)
-    partition = _partition(raw.get("partition"), group is not None or "consumerGroup" in raw, problems)
+    partition = _partition(raw.get("partition"), raw.get("consumerGroup") is not None, problems)
     tls = parse_tls(raw.get("tls"), problems)
     sasl = _sasl(raw.get("sasl"), problems)
     if problems:

@@ -1,8 +1,9 @@
 """The Kafka server's Prometheus metrics, in a registry of their own (served on ``--metrics-port``).
 
 Labels: ``source`` the event-source name (the ConfigMap key); ``reason`` why a record was dropped
-(``too_large``: too large for one gRPC message to the client; it is settled, so its group moves past
-it); ``outcome`` of an offset commit (``ok``, ``failed``: retried with the next).
+(``too_large``: too large for one gRPC message to the client; ``undecodable``: a header name that is
+not UTF-8, which the client library cannot read; either is settled, so its group moves past it);
+``outcome`` of an offset commit (``ok``, ``failed``: retried with the next).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 DROPPED = Counter(
     "kafka_records_dropped",
-    "Records that could not become events: too_large.",
+    "Records that could not become events: too_large, undecodable.",
     ["source", "reason"],
     registry=REGISTRY,
 )

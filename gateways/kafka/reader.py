@@ -40,6 +40,7 @@ class Reader:
         self._draining = False
         self._paused = False
         self._too_large = metrics.DROPPED.labels(source=ctx.name, reason="too_large")
+        self._undecodable = metrics.DROPPED.labels(source=ctx.name, reason="undecodable")
         self._paused_gauge = metrics.PAUSED.labels(source=ctx.name)
 
     def drain(self) -> None:
@@ -53,6 +54,8 @@ class Reader:
         while not self._draining:
             try:
                 batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=FETCH_BATCH)
+            except UnicodeDecodeError:  # aiokafka decodes header names as UTF-8; Kafka does not ask it
+                batch = await self._around_undecodable(consumer)
             except FAULTS as exc:
                 raise SourceUnavailable(
                     f"fetching from Kafka failed: {describe(exc)}", source=self.ctx.name
@@ -65,6 +68,45 @@ class Reader:
                         self._pace()
         if self.commits is not None:
             await self.commits.settled.wait()
+
+    async def _around_undecodable(
+        self, consumer: AIOKafkaConsumer
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """A fetch held a record aiokafka cannot decode (a header name that is not UTF-8): read each
+        partition's records one at a time up to it, skip it (logged, counted, and committed past, as a
+        record too large is), and go on. The fetch is lost whole, but the position is not, so every
+        record before the bad one is read again here."""
+        found: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        for tp in sorted(consumer.assignment()):
+            records: list[ConsumerRecord[bytes, bytes]] = []
+            while len(records) < FETCH_BATCH:
+                try:
+                    one = await consumer.getmany(tp, timeout_ms=FETCH_WAIT_MS, max_records=1)
+                except UnicodeDecodeError as exc:
+                    self._skip_undecodable(tp, await consumer.position(tp), exc)
+                    consumer.seek(tp, await consumer.position(tp) + 1)
+                    break
+                if not one.get(tp):
+                    break
+                records += one[tp]
+            if records:
+                found[tp] = records
+        return found
+
+    def _skip_undecodable(self, tp: TopicPartition, offset: int, exc: UnicodeDecodeError) -> None:
+        self._undecodable.inc()
+        self.ctx.logger.warning(
+            "Record %s/%d/%d cannot be decoded (%s: a header name that is not UTF-8); skipped%s.",
+            tp.topic,
+            tp.partition,
+            offset,
+            exc.reason,
+            ", and the group's offset moves past it" if self.commits is not None else "",
+        )
+        if self.commits is not None:
+            future = self.commits.hold(tp, offset)
+            if future is not None:
+                future.set_result(None)
 
     def _event(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> SourceEvent | None:
         headers = tuple((name, bytes(value or b"")) for name, value in (record.headers or ()))
