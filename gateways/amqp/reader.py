@@ -102,7 +102,8 @@ class Acks:
         self.hold(message).set_result(None)
 
     def _settle(self, tag: int, done: asyncio.Future[None]) -> None:
-        if self._closed or done.cancelled() or done.exception() is not None:
+        failed = done.cancelled() or done.exception() is not None  # retrieved, whatever comes next
+        if failed or self._closed:
             return  # not delivered: the broker delivers it again once the channel closes
         last = self.prefix.settle(tag)
         if last is not None:

@@ -2,8 +2,8 @@
 
 ``open`` is one attempt; ``source`` retries it with ``common.retry``, at the start and after every
 loss, so each failure is a numbered log line and the reason is in the source's status while the
-stream stays open. Acknowledgements are manual (paho's ``manual_ack``): a QoS 1 message's PUBACK (a
-QoS 2 one's PUBCOMP) goes only when ``ack`` is called, and the reader calls it in the order the
+stream stays open. Acknowledgements are manual: a QoS 1 message's PUBACK (a QoS 2 one's PUBREC,
+``holding``) goes only when ``ack`` is called, and the reader calls it in the order the
 messages came, as MQTT requires. Under MQTT 5 the client's window is the connection's Receive
 Maximum, so the broker never has more unacknowledged messages out to it.
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +32,7 @@ from common.kinds import SourceContext
 from common.secrets import Secret, redact_url
 from common.tls import client_context
 from gateways.mqtt.config import MqttConfig
+from gateways.mqtt.holding import HoldingClient
 from gateways.mqtt.paho_loop import LoopDriver
 
 CONNECT_TIMEOUT = 10.0
@@ -126,12 +129,12 @@ class Connection:
 
     def _client(self) -> mqtt.Client:
         config = self.config
-        client = mqtt.Client(
+        client = HoldingClient(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             clean_session=None if self.v5 else not config.persistent,
             protocol=MQTTProtocolVersion.MQTTv5 if self.v5 else MQTTProtocolVersion.MQTTv311,
-            transport=config.transport,  # type: ignore[arg-type]
+            transport=config.transport,
             reconnect_on_failure=False,
             manual_ack=True,
         )
@@ -166,9 +169,13 @@ class Connection:
             if config.persistent:
                 properties.SessionExpiryInterval = int(config.session_expiry)
         clean_start: Any = (not config.persistent) if self.v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        client.connect(
-            config.host, config.port, keepalive=KEEPALIVE, clean_start=clean_start, properties=properties
-        )
+        try:
+            client.connect(
+                config.host, config.port, keepalive=KEEPALIVE, clean_start=clean_start, properties=properties
+            )
+        except BaseException as exc:
+            _close_orphans(exc)
+            raise
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, code: Any, properties: Any) -> None:
         if self._connack is not None and not self._connack.done():
@@ -208,7 +215,7 @@ class Connection:
             listener()
 
     def ack(self, mid: int, qos: int) -> None:
-        """Send the PUBACK (QoS 1) or PUBCOMP (QoS 2) of ``mid`` now, if still connected."""
+        """Send the PUBACK (QoS 1) or PUBREC (QoS 2) of ``mid`` now, if still connected."""
         if self.client is not None and not self.lost.is_set():
             self.client.ack(mid, qos)
 
@@ -226,3 +233,15 @@ class Connection:
         finally:
             if driver is not None:
                 driver.stop()
+            sock = client.socket() if client is not None else None
+            if sock is not None:  # paho closes it on reading the broker's end; nothing reads any more
+                sock.close()
+
+
+def _close_orphans(exc: BaseException) -> None:
+    """Close the sockets a failed connect left behind: paho drops the socket of a failed TLS
+    handshake without closing it, and the garbage collector would close it later, warning."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        for value in frame.f_locals.values():
+            if isinstance(value, socket.socket) and value.fileno() >= 0:
+                value.close()

@@ -11,7 +11,10 @@ gateway needs (``manual_ack``), so paho is used directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -28,6 +31,7 @@ class LoopDriver:
     def __init__(self, client: mqtt.Client, logger: SourceLogger, name: str) -> None:
         self.client = client
         self.loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._fd = -1
         """The watched socket's descriptor, kept: a closed socket says -1."""
         self._writing = False
@@ -39,12 +43,23 @@ class LoopDriver:
             self._tick(), name=f"MQTT keep-alive of event source {name!r}", logger=logger
         )
 
+    def _now_or_soon(self, call: Callable[..., None], *args: Any) -> None:
+        """Run ``call`` at once on the loop's own thread (paho is closing a socket: the watch must go
+        before the descriptor does), else hand it to the loop (a connect runs in a worker thread)."""
+        if threading.get_ident() == self._thread:
+            call(*args)
+        else:
+            self.loop.call_soon_threadsafe(call, *args)
+
     def _opened(self, client: mqtt.Client, userdata: Any, sock: socket.socket | Any) -> None:
-        self.loop.call_soon_threadsafe(self._watch, sock)
+        self._now_or_soon(self._watch, sock)
 
     def _watch(self, sock: Any) -> None:
-        self._fd = sock.fileno()
-        self.loop.add_reader(self._fd, self._read)
+        fd = sock.fileno()
+        if fd < 0:
+            return  # closed before the loop got to it (a connect that failed)
+        self._fd = fd
+        self.loop.add_reader(fd, self._read)
 
     def _read(self) -> None:
         self.client.loop_read()
@@ -53,7 +68,7 @@ class LoopDriver:
         self.client.loop_write()
 
     def _want_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.call_soon_threadsafe(self._add_writer, sock)
+        self._now_or_soon(self._add_writer, sock)
 
     def _add_writer(self, sock: Any) -> None:
         if not self._writing and self._fd >= 0:
@@ -61,20 +76,22 @@ class LoopDriver:
             self.loop.add_writer(self._fd, self._write)
 
     def _done_writing(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.call_soon_threadsafe(self._remove_writer, sock)
+        self._now_or_soon(self._remove_writer, sock)
 
     def _remove_writer(self, sock: Any = None) -> None:
         if self._writing:
             self._writing = False
-            self.loop.remove_writer(self._fd)
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_writer(self._fd)
 
     def _closed(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        self.loop.call_soon_threadsafe(self._forget, sock)
+        self._now_or_soon(self._forget, sock)
 
     def _forget(self, sock: Any = None) -> None:
         if self._fd >= 0:
             self._remove_writer()
-            self.loop.remove_reader(self._fd)
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_reader(self._fd)
             self._fd = -1
 
     async def _tick(self) -> None:

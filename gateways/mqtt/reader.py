@@ -58,7 +58,8 @@ class Acks:
         return future
 
     def _settle(self, position: int, done: asyncio.Future[None]) -> None:
-        if self._closed or done.cancelled() or done.exception() is not None:
+        failed = done.cancelled() or done.exception() is not None  # retrieved, whatever comes next
+        if failed or self._closed:
             return
         last = self.prefix.settle(position)
         if last is None:

@@ -32,8 +32,10 @@ class TlsProxy:
         self.handshake_failures = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
@@ -69,6 +71,11 @@ class TlsProxy:
             await self._server.wait_closed()
         for pipe in list(self._pipes):
             pipe.cancel()
+        for writer in list(self._writers):  # TLS sockets closed before the loop goes, not by the GC
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError, TimeoutError, ssl.SSLError):
+                writer.close()
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
 
 
 @contextlib.asynccontextmanager
