@@ -15,18 +15,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from common.errors import SourceUnavailable
+from common.connect import connect
 from common.events import SourceEvent
 from common.kinds import SourceContext
-from common.retry import retry
 from gateways.amqp import metrics
 from gateways.amqp.config import AmqpConfig
 from gateways.amqp.connection import Connection
 from gateways.amqp.reader import Reader
-
-
-class _Drained(Exception):
-    """The source was asked to finish while it was not connected: it holds nothing, so it ends."""
 
 
 async def run(ctx: SourceContext, config: AmqpConfig) -> AsyncGenerator[SourceEvent, None]:
@@ -44,32 +39,16 @@ async def run(ctx: SourceContext, config: AmqpConfig) -> AsyncGenerator[SourceEv
     ctx.on_drain(drain)
 
     async def attempt() -> str:
-        if drained.is_set():
-            raise _Drained()
-        try:
-            queue = await connection.open(reader.deliver)
-        except SourceUnavailable:
-            ctx.serving()  # not serving, but the state is known: the client shows why, not "starting"
-            raise
+        queue = await connection.open(reader.deliver)
         reader.new_channel()
-        ctx.report_connection(True)
-        ctx.serving()
         return queue
 
     what = f"consuming from {config.exchange_name!r} ({config.routing_key!r}) on {config.display_url}"
     try:
         opened = 0
         while not drained.is_set():
-            try:
-                queue = await retry(
-                    attempt,
-                    what=what,
-                    backoff=config.backoff,
-                    retry_on=(SourceUnavailable,),
-                    logger=ctx.logger,
-                    wakeup=drained,
-                )
-            except _Drained:
+            queue = await connect(ctx, attempt, what=what, backoff=config.backoff, drained=drained)
+            if queue is None:
                 return
             if opened:
                 reconnects.inc()

@@ -14,19 +14,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from aiokafka import AIOKafkaConsumer
-
-from common.errors import SourceUnavailable
+from common.connect import connect
 from common.events import SourceEvent
 from common.kinds import SourceContext
-from common.retry import retry
 from gateways.kafka.config import KafkaConfig
 from gateways.kafka.connection import Connection
 from gateways.kafka.reader import Reader
-
-
-class _Drained(Exception):
-    """The source was asked to finish before it started: it holds nothing, so it just ends."""
 
 
 async def run(ctx: SourceContext, config: KafkaConfig) -> AsyncGenerator[SourceEvent, None]:
@@ -41,30 +34,12 @@ async def run(ctx: SourceContext, config: KafkaConfig) -> AsyncGenerator[SourceE
 
     ctx.on_drain(drain)
 
-    async def attempt() -> AIOKafkaConsumer:
-        if drained.is_set():
-            raise _Drained()
-        try:
-            consumer = await connection.open(reader.commits)
-        except SourceUnavailable:
-            ctx.serving()  # not serving, but the state is known: the client shows why, not "starting"
-            raise
-        ctx.report_connection(True)
-        ctx.serving()
-        return consumer
-
     what = f"starting a consumer of {config.topic!r} on {connection.display}"
     try:
-        try:
-            consumer = await retry(
-                attempt,
-                what=what,
-                backoff=config.backoff,
-                retry_on=(SourceUnavailable,),
-                logger=ctx.logger,
-                wakeup=drained,
-            )
-        except _Drained:
+        consumer = await connect(
+            ctx, lambda: connection.open(reader.commits), what=what, backoff=config.backoff, drained=drained
+        )
+        if consumer is None:
             return
         mode = (
             f"group {config.group.name!r}"

@@ -16,18 +16,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from common.errors import SourceUnavailable
+from common.connect import connect
 from common.events import SourceEvent
 from common.kinds import SourceContext
-from common.retry import retry
 from gateways.mqtt import metrics
 from gateways.mqtt.config import MqttConfig
 from gateways.mqtt.connection import Connection
 from gateways.mqtt.reader import Reader
-
-
-class _Drained(Exception):
-    """The source was asked to finish while it was not connected: it holds nothing, so it ends."""
 
 
 async def run(ctx: SourceContext, config: MqttConfig) -> AsyncGenerator[SourceEvent, None]:
@@ -45,32 +40,15 @@ async def run(ctx: SourceContext, config: MqttConfig) -> AsyncGenerator[SourceEv
     ctx.on_drain(drain)
 
     async def attempt() -> bool:
-        if drained.is_set():
-            raise _Drained()
         reader.new_connection(connection.ack)
-        try:
-            present = await connection.open()
-        except SourceUnavailable:
-            ctx.serving()  # not serving, but the state is known: the client shows why, not "starting"
-            raise
-        ctx.report_connection(True)
-        ctx.serving()
-        return present
+        return await connection.open()
 
     what = f"subscribing to {config.topic!r} on {config.display_url}"
     try:
         opened = 0
         while not drained.is_set():
-            try:
-                present = await retry(
-                    attempt,
-                    what=what,
-                    backoff=config.backoff,
-                    retry_on=(SourceUnavailable,),
-                    logger=ctx.logger,
-                    wakeup=drained,
-                )
-            except _Drained:
+            present = await connect(ctx, attempt, what=what, backoff=config.backoff, drained=drained)
+            if present is None:
                 return
             if opened:
                 reconnects.inc()

@@ -15,20 +15,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
+from common.connect import connect
 from common.errors import SourceUnavailable
 from common.events import SourceEvent
 from common.kinds import SourceContext
-from common.retry import retry
 from gateways.nats.config import NatsConfig
 from gateways.nats.connection import Connection
 from gateways.nats.core import CoreReader
 from gateways.nats.jetstream import JetStreamReader
 
 Reader = CoreReader | JetStreamReader
-
-
-class _Drained(Exception):
-    """The source was asked to finish before it was subscribed: it holds nothing, so it just ends."""
 
 
 async def run(ctx: SourceContext, config: NatsConfig) -> AsyncGenerator[SourceEvent, None]:
@@ -45,40 +41,24 @@ async def run(ctx: SourceContext, config: NatsConfig) -> AsyncGenerator[SourceEv
     ctx.on_drain(drain)
 
     async def attempt() -> Reader:
-        if drained.is_set():
-            raise _Drained()
-        try:
-            await connection.open()
-        except SourceUnavailable:
-            ctx.serving()  # not serving, but the state is known: the client shows why, not "starting"
-            raise
+        await connection.open()
         reader: Reader = JetStreamReader(connection) if config.jetstream else CoreReader(connection)
         try:
             await reader.subscribe()
         except BaseException as exc:
             if isinstance(exc, SourceUnavailable):
                 ctx.report_connection(False, str(exc))  # connected, but reading nothing: say why
-                ctx.serving()  # the client is told the source's state once it is known, good or bad
             await reader.close()
             await connection.close()
             raise
-        ctx.report_connection(True)
-        ctx.serving()
         return reader
 
     try:
-        try:
-            what = f"connecting to {config.display_url} and subscribing to {config.subject!r}"
-            reader = await retry(
-                attempt,
-                what=what,
-                backoff=config.backoff,
-                retry_on=(SourceUnavailable,),
-                logger=ctx.logger,
-                wakeup=drained,
-            )
-        except _Drained:
+        what = f"connecting to {config.display_url} and subscribing to {config.subject!r}"
+        found = await connect(ctx, attempt, what=what, backoff=config.backoff, drained=drained)
+        if found is None:
             return
+        reader = found
         readers.append(reader)
         if drained.is_set():
             reader.drain()
