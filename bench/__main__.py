@@ -18,6 +18,7 @@ from bench import (
     calendar_lateness,
     client_hop,
     kafka_e2e,
+    mqtt_e2e,
     nats_e2e,
     stream_throughput,
     webhook_e2e,
@@ -41,6 +42,7 @@ def main() -> None:
         nats_e2e,
         kafka_e2e,
         amqp_e2e,
+        mqtt_e2e,
     ):
         if args.only and args.only not in module.__name__:
             continue

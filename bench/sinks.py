@@ -7,7 +7,9 @@ number (the ``N`` of ``ce-id: PREFIX:N``, when the id ends in one; a Kafka event
 generator stamped it the event arrived. The stamp is the load generator's send time when the event
 carries one, an ``X-Sent-At`` header (``time.time()`` as a decimal), either on the event itself or
 among the HTTP request headers a webhook event (or the record headers a Kafka event, the headers
-table an AMQP event) forwards in its ``ce-headers`` extension; otherwise it is ``ce-time``. Numbers
+table an AMQP event) forwards in its ``ce-headers`` extension, or the MQTT 5 user properties an MQTT
+event forwards in its ``ce-userproperties`` extension; otherwise it is ``ce-time``. An MQTT event's id
+carries no number (a uuid): it is numbered by its ``x-seq`` user property, when it has one. Numbers
 run per source and per id prefix (the ``PREFIX`` of ``ce-id``, e.g. one per load-generator worker):
 an event whose number is not its stream's previous number plus one is an order violation (a
 reorder, a duplicate or a gap).
@@ -40,6 +42,10 @@ from common.signals import install_signal_handlers
 
 SENT_AT_HEADER = "x-sent-at"
 """The load generator's send time (``time.time()``, a decimal), a request header of the webhook bench."""
+SEQ_PROPERTY = "x-seq"
+"""The MQTT bench's message number, a user property (an MQTT event's id is a uuid)."""
+FORWARDED = ("ce-headers", "ce-userproperties")
+"""Extensions holding a message's own headers as JSON (``ce-userproperties``: MQTT 5's user properties)."""
 KAFKA_ID = re.compile(r"(?P<partition>[A-Za-z0-9._-]+/[0-9]+)/(?P<offset>[0-9]+)")
 """The id the Kafka gateway gives a record's event (a topic name has no ``:`` or ``/``)."""
 
@@ -69,6 +75,8 @@ class Recorder:
         prefix, _, number = event_id.rpartition(":")
         if kafka := KAFKA_ID.fullmatch(event_id):
             prefix, number = kafka["partition"], kafka["offset"]
+        elif not number.isdigit() and (properties := headers.get("ce-userproperties")):
+            number = next(iter(json.loads(unquote(properties)).get(SEQ_PROPERTY, [])), number)
         if number.isdigit():  # numbered: checked for order (a calendar's ids name their slot instead)
             seq, stream = int(number), f"{source}\0{prefix}"
             if seq != self.last.get(stream, -1) + 1:
@@ -105,10 +113,12 @@ class Recorder:
 def _sent_at(headers: Mapping[str, str]) -> float | None:
     """When the load generator sent the event (``time.time()``), or None when it carries no time."""
     stamp: Any = headers.get(SENT_AT_HEADER) or headers.get(SENT_AT_HEADER.title())
-    if stamp is None and (forwarded := headers.get("ce-headers")):
-        value = json.loads(unquote(forwarded)).get(SENT_AT_HEADER)
-        # name -> values (a webhook's request headers, a Kafka record's); name -> value (an AMQP table)
-        stamp = value if isinstance(value, str | int | float) else next(iter(value or []), None)
+    for extension in FORWARDED:
+        if stamp is None and (forwarded := headers.get(extension)):
+            value = json.loads(unquote(forwarded)).get(SENT_AT_HEADER)
+            # name -> values (a webhook's request headers, a Kafka record's, MQTT 5 user properties);
+            # name -> value (an AMQP table)
+            stamp = value if isinstance(value, str | int | float) else next(iter(value or []), None)
     if stamp is not None:
         return float(stamp)
     sent = headers.get("ce-time")
