@@ -165,3 +165,25 @@ async def test_another_client_with_the_same_client_id_is_named_in_the_state(
         intruder.disconnect()
         intruder.loop_stop()
     call.cancel()
+
+
+async def test_a_qos_2_message_not_yet_delivered_comes_again_on_the_next_connection(
+    stub: EventingAsyncStub, broker: Mosquitto
+) -> None:
+    """Its PUBREC is held too: until then the broker still owns the message."""
+    data = source_yaml(broker.url, "q2", "qos: 2", "persistentSession: true", client_id="gw-q2")
+    call, reader = await open_stream(stub, start("q2", data, acknowledges=True, state=True))
+    assert await take_state(reader, timeout=20) == "state CONNECTED 0"
+    await asyncio.to_thread(publish, broker.port, "q2", "first", "second", qos=2)
+    first, held = await reader.events(2)
+    assert held.payload == b"second"
+    await call.write(ack(first.sequence))  # the first is delivered: PUBREC, PUBREL, PUBCOMP
+    assert await reader.nothing_more(0.5)
+    call.cancel()
+    await no_source_running()
+    again, reader = await open_stream(stub, start("q2", data, acknowledges=True))
+    (redone,) = await reader.events(1)
+    assert redone.payload == b"second"
+    await again.write(ack(redone.sequence))
+    assert await reader.nothing_more(0.5)
+    again.cancel()
