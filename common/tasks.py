@@ -53,7 +53,8 @@ async def stop(task: asyncio.Task[Any], *, timeout: float, logger: Logger = _log
     if task.done():
         _consume(task)
         return True
-    task.cancel(reason or None)
+    if not task.cancelling():  # cancelled already and cleaning up: a second cancel would cut that short
+        task.cancel(reason or None)
     done, _ = await asyncio.wait({task}, timeout=timeout)
     if not done:
         logger.error(

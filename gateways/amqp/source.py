@@ -62,5 +62,7 @@ async def run(ctx: SourceContext, config: AmqpConfig) -> AsyncGenerator[SourceEv
                 await reader.acks.close()
                 await connection.close()
     finally:
-        await reader.acks.close()
-        await connection.close()
+        try:
+            await reader.acks.close()
+        finally:
+            await connection.close()

@@ -39,3 +39,21 @@ async def test_a_stuck_task_is_abandoned_after_the_timeout_with_false() -> None:
     assert not await tasks.stop(task, timeout=0.05)
     release.set()
     await task
+
+
+async def test_stopping_a_task_already_cancelled_lets_its_cleanup_finish() -> None:
+    cleaned: list[str] = []
+
+    async def source() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.05)  # closing a connection, say
+            cleaned.append("closed")
+
+    task = tasks.start(source(), name="a source")
+    await asyncio.sleep(0)
+    task.cancel()  # the first stop (the stream's end)
+    await asyncio.sleep(0)
+    assert await tasks.stop(task, timeout=5.0)  # the second (the server's close) must not cut it short
+    assert cleaned == ["closed"]
