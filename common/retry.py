@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -87,14 +88,20 @@ def _read_duration(value: Any, field: str, problems: dict[str, str]) -> float:
     else:
         problems[field] = f"must be nanoseconds or a duration such as 10s, got {value!r}"
         return 1.0
-    if seconds < 0:
-        problems[field] = "must not be negative"
+    if not math.isfinite(seconds) or seconds < 0:
+        problems[field] = f"must be a finite duration, not negative, got {value!r}"
+        return 1.0
     return seconds
 
 
 def _read_number(value: Any, field: str, problems: dict[str, str], *, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        problems[field] = f"must be a number >= {minimum:g}, got {value!r}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        problems[field] = f"must be a finite number >= {minimum:g}, got {value!r}"
         return minimum
     return float(value)
 

@@ -16,9 +16,12 @@ extension ``exchange``       the exchange it was published to (``""``: the defau
 extension ``redelivered``    ``true`` when the broker delivered it before (to this or another
                              consumer), else ``false``
 extension ``headers``        JSON object of the headers table; only when it has any
-extension ``properties``     JSON object of the other basic properties that are set
+extension ``properties``     JSON object of the other basic properties the publisher set
                              (``correlationid``, ``replyto``, ``expiration``, ``type``, ``userid``,
                              ``appid``, ``priority``, ``deliverymode``, ``contentencoding``)
+extension ``propertieserror`` why the properties could not be decoded (a timestamp past the year
+                             9999, a table nested too deep, a key that is not UTF-8): the message
+                             then comes without them (``lenient``)
 ===========================  =======================================================================
 """
 
@@ -54,6 +57,8 @@ class AmqpMessage:
     properties: Mapping[str, Any] = field(default_factory=dict)
     """The other basic properties that are set, by their CloudEvent-friendly names."""
     received_at: datetime | None = None
+    properties_error: str = ""
+    """Why the properties could not be decoded (then there are none), else ""."""
 
 
 def _plain(value: Any) -> Any:
@@ -79,7 +84,7 @@ def _json(value: Mapping[str, Any]) -> str:
 
 
 def event_id(source: str, message: AmqpMessage, new_id: Callable[[], str]) -> str:
-    given = (message.message_id or "").strip()
+    given = message.message_id or ""
     if given and len(given) <= MAX_ID_LENGTH and _PRINTABLE.match(given):
         return f"{source}:{given}"
     return f"{source}:{new_id()}"
@@ -91,6 +96,8 @@ def extensions(message: AmqpMessage) -> dict[str, str]:
         found["headers"] = _json(message.headers)
     if message.properties:
         found["properties"] = _json(message.properties)
+    if message.properties_error:
+        found["propertieserror"] = message.properties_error
     return found
 
 

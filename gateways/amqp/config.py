@@ -120,6 +120,8 @@ def parse(data: str) -> AmqpConfig:
         backoff = Backoff()
     rate = _rate(raw, problems)
     queue = _queue(raw.get("queueDeclare"), problems)
+    if "queueDeclare" in raw and raw["queueDeclare"] is None:
+        problems["queueDeclare"] = "is empty: give the queue's name (queueDeclare: {name: ...})"
     exchange = _exchange(raw.get("exchangeDeclare"), problems)
     username = parse_username(raw.get("username"), "username", problems)
     password = parse_secret(raw.get("password"), "password", problems)

@@ -21,12 +21,14 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
+from aiormq.abc import DeliveredMessage
 from yarl import URL
 
 from common.errors import SourceUnavailable
 from common.kinds import SourceContext
 from common.secrets import Secret, redact_url
 from common.tls import client_context
+from gateways.amqp import lenient
 from gateways.amqp.config import AmqpConfig
 
 CONNECT_TIMEOUT = 10.0
@@ -36,9 +38,18 @@ HEARTBEAT = 10
 """Seconds between AMQP heartbeats: a broker gone silent is noticed within about two of them."""
 DEFAULT_PREFETCH = 64
 """Messages the broker may hand out unacknowledged when the client has no window (a v0.11 client)."""
-FAULTS = (aio_pika.exceptions.AMQPError, aiormq.exceptions.AMQPError, OSError, TimeoutError, ConnectionError)
+FAULTS = (
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.AMQPError,
+    OSError,
+    TimeoutError,
+    ConnectionError,
+)
 
-Deliver = Callable[[aio_pika.abc.AbstractIncomingMessage], None]
+lenient.install()
+
+Deliver = Callable[[DeliveredMessage], None]
 
 
 def describe(exc: BaseException | None) -> str:
@@ -116,9 +127,10 @@ class Connection:
                 step = f"binding queue {queue.name!r} to {config.exchange_name!r} with {config.routing_key!r}"
                 await queue.bind(exchange, config.routing_key)
                 step = f"consuming from queue {queue.name!r}"
-                await queue.consume(self._deliverer(deliver), no_ack=False)
+                # aiormq's consumer, under aio-pika's: its messages carry the properties as sent.
                 underlay = await channel.get_underlay_channel()
                 underlay.on_consumer_cancel_callbacks.add(self._on_cancel)
+                await underlay.basic_consume(queue.name, self._deliverer(deliver), no_ack=False)
         except BaseException as exc:
             await self.close()
             if not isinstance(exc, FAULTS):
@@ -140,8 +152,8 @@ class Connection:
             arguments=dict(queue.arguments),
         )
 
-    def _deliverer(self, deliver: Deliver) -> Callable[[aio_pika.abc.AbstractIncomingMessage], Any]:
-        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    def _deliverer(self, deliver: Deliver) -> Callable[[DeliveredMessage], Any]:
+        async def on_message(message: DeliveredMessage) -> None:
             if not self.lost.is_set():
                 deliver(message)
 

@@ -21,13 +21,13 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 
-import aio_pika.abc
+from aiormq.abc import DeliveredMessage
 
 from common import tasks
 from common.acks import Prefix
 from common.events import SourceEvent, too_large
 from common.kinds import SourceContext
-from gateways.amqp import binding, metrics
+from gateways.amqp import binding, lenient, metrics
 from gateways.amqp.config import AmqpConfig, RateLimit
 from gateways.amqp.connection import FAULTS, describe
 
@@ -35,13 +35,14 @@ PROPERTIES = {
     "correlation_id": "correlationid",
     "reply_to": "replyto",
     "expiration": "expiration",
-    "type": "type",
+    "message_type": "type",
     "user_id": "userid",
     "app_id": "appid",
     "priority": "priority",
     "delivery_mode": "deliverymode",
     "content_encoding": "contentencoding",
 }
+"""Basic properties (pamqp's names) -> their names in the ``properties`` extension."""
 
 
 class Pacer:
@@ -74,7 +75,7 @@ class Acks:
         self.ctx = ctx
         self._on_settled = on_settled
         self.prefix = Prefix()
-        self.messages: dict[int, aio_pika.abc.AbstractIncomingMessage] = {}
+        self.messages: dict[int, DeliveredMessage] = {}
         self.settled = asyncio.Event()
         self.settled.set()
         self._due: int | None = None
@@ -88,7 +89,7 @@ class Acks:
             self._run(), name=f"AMQP acks of event source {self.ctx.name!r}", logger=self.ctx.logger
         )
 
-    def hold(self, message: aio_pika.abc.AbstractIncomingMessage) -> asyncio.Future[None]:
+    def hold(self, message: DeliveredMessage) -> asyncio.Future[None]:
         tag = message.delivery_tag or 0
         self.prefix.add(tag)
         self.messages[tag] = message
@@ -97,7 +98,7 @@ class Acks:
         future.add_done_callback(lambda done: self._settle(tag, done))
         return future
 
-    def settle_now(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    def settle_now(self, message: DeliveredMessage) -> None:
         """``message`` never becomes an event (too large): acked in its turn, never delivered again."""
         self.hold(message).set_result(None)
 
@@ -129,7 +130,7 @@ class Acks:
         if message is None:
             return
         try:
-            await message.ack(multiple=True)
+            await message.channel.basic_ack(due, multiple=True)
         except FAULTS as exc:
             self.ctx.logger.warning(
                 "Cannot ack delivery %d: %s; the broker delivers it again once the channel closes.",
@@ -156,7 +157,7 @@ class Reader:
     def __init__(self, ctx: SourceContext, config: AmqpConfig) -> None:
         self.ctx = ctx
         self.config = config
-        self.inbox: deque[aio_pika.abc.AbstractIncomingMessage] = deque()
+        self.inbox: deque[DeliveredMessage] = deque()
         self.signal = asyncio.Event()
         """Set by an arrival, a drain, a loss or the last ack: the loop looks again."""
         self.acks = Acks(ctx, self.signal.set)
@@ -165,12 +166,14 @@ class Reader:
         self._too_large = metrics.DROPPED.labels(source=ctx.name, reason="too_large")
         self._redelivered = metrics.REDELIVERED.labels(source=ctx.name)
 
-    def deliver(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    def deliver(self, message: DeliveredMessage) -> None:
         self.inbox.append(message)
         self.signal.set()
 
-    def new_channel(self) -> None:
-        """A new channel: delivery tags start again; the old channel's messages are the broker's."""
+    async def new_channel(self) -> None:
+        """Before a channel consumes: delivery tags start again, and the old channel's messages (and
+        acks) are the broker's."""
+        await self.acks.close()
         self.inbox.clear()
         self.acks = Acks(self.ctx, self.signal.set)
         self.acks.start()
@@ -201,7 +204,7 @@ class Reader:
             self.signal.clear()
             await self.signal.wait()
 
-    def _event(self, message: aio_pika.abc.AbstractIncomingMessage) -> SourceEvent | None:
+    def _event(self, message: DeliveredMessage) -> SourceEvent | None:
         if message.redelivered:
             self._redelivered.inc()
         event = binding.to_event(self.ctx.name, _message(message))
@@ -217,21 +220,26 @@ class Reader:
         return dataclasses.replace(event, delivered=self.acks.hold(message))
 
 
-def _message(message: aio_pika.abc.AbstractIncomingMessage) -> binding.AmqpMessage:
+def _message(message: DeliveredMessage) -> binding.AmqpMessage:
+    """The message as the binding reads it, from the properties as sent (unset ones are None)."""
+    sent = message.header.properties
     properties = {
-        name: getattr(message, attribute)
+        name: getattr(sent, attribute)
         for attribute, name in PROPERTIES.items()
-        if getattr(message, attribute, None) not in (None, "")
+        if getattr(sent, attribute, None) not in (None, "")
     }
+    headers = dict(sent.headers or {})
+    problem = headers.pop(lenient.PROPERTIES_ERROR, None) if len(headers) == 1 else None
     return binding.AmqpMessage(
         body=message.body,
         routing_key=message.routing_key or "",
         exchange=message.exchange or "",
         redelivered=bool(message.redelivered),
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        content_type=message.content_type,
-        headers=dict(message.headers or {}),
+        message_id=sent.message_id,
+        timestamp=sent.timestamp,
+        content_type=sent.content_type,
+        headers=headers,
         properties=properties,
         received_at=datetime.now(UTC),
+        properties_error=str(problem) if problem is not None else "",
     )

@@ -39,9 +39,8 @@ async def run(ctx: SourceContext, config: AmqpConfig) -> AsyncGenerator[SourceEv
     ctx.on_drain(drain)
 
     async def attempt() -> str:
-        queue = await connection.open(reader.deliver)
-        reader.new_channel()
-        return queue
+        await reader.new_channel()  # before consuming: the first messages come as soon as it does
+        return await connection.open(reader.deliver)
 
     what = f"consuming from {config.exchange_name!r} ({config.routing_key!r}) on {config.display_url}"
     try:

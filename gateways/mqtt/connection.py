@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.errors import SourceUnavailable
 from common.kinds import SourceContext
@@ -103,7 +104,10 @@ class Connection:
                     )
                 step = f"subscribing to {config.topic!r}"
                 self._suback = loop.create_future()
-                client.subscribe(config.topic, qos=config.qos)
+                if self.v5:  # retained messages only for a new subscription, not a resumed session's
+                    client.subscribe(config.topic, options=SubscribeOptions(qos=config.qos, retainHandling=1))
+                else:
+                    client.subscribe(config.topic, qos=config.qos)
                 (granted,) = await self._suback
                 if granted.is_failure:
                     raise SourceUnavailable(
