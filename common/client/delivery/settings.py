@@ -12,7 +12,7 @@ WhenFull = Literal["block", "drop"]
 
 
 def _default_retry() -> Backoff:
-    return Backoff(duration=0.1, factor=2.0, jitter=0.2, steps=0, cap=30.0)
+    return Backoff(duration=0.1, factor=2.0, jitter=0.2, steps=0, cap=10.0)
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class DeliverySettings:
     retried. Ten seconds is twice what a healthy sensor needs under load, and half v0.11's 20 s."""
     retry: Backoff = field(default_factory=_default_retry)
     """Delays between attempts to deliver the same events: 0.1 s doubling with 20 % jitter, capped at
-    30 s, forever (``steps`` 0). Short first delays hide a blip; the cap notices a long outage's end
-    within half a minute. With ``steps`` set, events still undelivered after the last attempt are
+    10 s, forever (``steps`` 0). Short first delays hide a blip; the cap notices a long outage's end
+    within ten seconds, for one small request per lane every ten seconds meanwhile. With ``steps`` set, events still undelivered after the last attempt are
     dropped as ``retries_exhausted``."""
     retry_after_cap: float = 60.0
     """Most seconds a subscriber's ``Retry-After`` may hold delivery back. A minute respects a server
