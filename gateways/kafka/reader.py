@@ -39,6 +39,9 @@ class Reader:
         self.consumer: AIOKafkaConsumer | None = None
         self._draining = False
         self._paused = False
+        self._next: dict[TopicPartition, int] = {}
+        """Per partition, the offset of the next record to hand on: where it started, then the one
+        after the last handed on or skipped."""
         self._too_large = metrics.DROPPED.labels(source=ctx.name, reason="too_large")
         self._undecodable = metrics.DROPPED.labels(source=ctx.name, reason="undecodable")
         self._paused_gauge = metrics.PAUSED.labels(source=ctx.name)
@@ -51,47 +54,64 @@ class Reader:
         self.consumer = consumer
         if self.commits is not None:
             self.commits.start(consumer)
+        skipped: dict[TopicPartition, tuple[int, UnicodeDecodeError]] = {}
         while not self._draining:
             try:
+                for tp in consumer.assignment() - self._next.keys():  # once per partition it gets
+                    self._next[tp] = await consumer.position(tp)
                 batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=FETCH_BATCH)
             except UnicodeDecodeError:  # aiokafka decodes header names as UTF-8; Kafka does not ask it
-                batch = await self._around_undecodable(consumer)
+                batch, skipped = await self._around_undecodable(consumer)
             except FAULTS as exc:
                 raise SourceUnavailable(
                     f"fetching from Kafka failed: {describe(exc)}", source=self.ctx.name
                 ) from exc
             for tp, records in batch.items():
                 for record in records:
+                    self._next[tp] = record.offset + 1
                     event = self._event(tp, record)
                     if event is not None:
                         yield event
                         self._pace()
+                if tp in skipped:  # after the records before it, so the commit prefix stays in order
+                    self._skip_undecodable(tp, *skipped[tp])
+            skipped = {}
         if self.commits is not None:
             await self.commits.settled.wait()
 
     async def _around_undecodable(
         self, consumer: AIOKafkaConsumer
-    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+    ) -> tuple[
+        dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        dict[TopicPartition, tuple[int, UnicodeDecodeError]],
+    ]:
         """A fetch held a record aiokafka cannot decode (a header name that is not UTF-8): read each
         partition's records one at a time up to it, skip it (logged, counted, and committed past, as a
         record too large is), and go on. The fetch is lost whole, but the position is not, so every
         record before the bad one is read again here."""
         found: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        skipped: dict[TopicPartition, tuple[int, UnicodeDecodeError]] = {}
         for tp in sorted(consumer.assignment()):
+            # The failed fetch may have consumed records it never returned: back to the first not
+            # handed on (the position each partition started at, before anything was).
+            start = self._next.get(tp)
+            if start is not None:
+                consumer.seek(tp, start)
             records: list[ConsumerRecord[bytes, bytes]] = []
             while len(records) < FETCH_BATCH:
                 try:
                     one = await consumer.getmany(tp, timeout_ms=FETCH_WAIT_MS, max_records=1)
                 except UnicodeDecodeError as exc:
-                    self._skip_undecodable(tp, await consumer.position(tp), exc)
-                    consumer.seek(tp, await consumer.position(tp) + 1)
+                    offset = await consumer.position(tp)
+                    skipped[tp] = (offset, exc)
+                    consumer.seek(tp, offset + 1)
                     break
                 if not one.get(tp):
                     break
                 records += one[tp]
-            if records:
+            if records or tp in skipped:
                 found[tp] = records
-        return found
+        return found, skipped
 
     def _skip_undecodable(self, tp: TopicPartition, offset: int, exc: UnicodeDecodeError) -> None:
         self._undecodable.inc()
@@ -103,6 +123,7 @@ class Reader:
             exc.reason,
             ", and the group's offset moves past it" if self.commits is not None else "",
         )
+        self._next[tp] = offset + 1
         if self.commits is not None:
             future = self.commits.hold(tp, offset)
             if future is not None:
