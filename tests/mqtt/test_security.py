@@ -20,6 +20,7 @@ from tests.harness.brokers_base import require, running
 from tests.harness.brokers_mqtt import mqtt_ready
 from tests.harness.brokers_wire import WireError
 from tests.harness.kafka_proxy import make_pki, server_context
+from tests.harness.processes import free_port
 from tests.harness.tls_proxy import tls_proxy
 from tests.mqtt.conftest import publish, source_yaml
 from tests.nats.conftest import open_stream, start
@@ -99,4 +100,29 @@ async def test_a_source_reads_over_tls_with_the_ca_and_refuses_a_broker_it_canno
         assert await take_state(reader, timeout=20) == "state CONNECTED 0"
         await asyncio.to_thread(publish, broker.port, "t", "over tls")
         assert await take(reader, 1) == ["over tls"]
+        call.cancel()
+
+
+class OverWebSockets(Mosquitto):
+    """mosquitto listening for MQTT over WebSockets on a second port (``ws_port``)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.ws_port = free_port()
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        text = self.config_path.read_text()
+        self.config_path.write_text(text + f"listener {self.ws_port} 127.0.0.1\nprotocol websockets\n")
+        return cmd
+
+
+async def test_a_source_reads_over_websockets(stub: EventingAsyncStub) -> None:
+    binary = require(brokers_mosquitto.mosquitto_binary(), brokers_mosquitto.MISSING)
+    async with running(lambda workdir: OverWebSockets(binary, workdir)) as broker:
+        data = source_yaml(f"ws://127.0.0.1:{broker.ws_port}/mqtt", "t", "qos: 1")
+        call, reader = await open_stream(stub, start("ws", data, acknowledges=True, state=True))
+        assert await take_state(reader, timeout=20) == "state CONNECTED 0"
+        await asyncio.to_thread(publish, broker.port, "t", "over websockets")
+        assert await take(reader, 1) == ["over websockets"]
         call.cancel()
