@@ -32,8 +32,8 @@ class DeliverySettings:
     retry: Backoff = field(default_factory=_default_retry)
     """Delays between attempts to deliver the same events: 0.1 s doubling with 20 % jitter, capped at
     10 s, forever (``steps`` 0). Short first delays hide a blip; the cap notices a long outage's end
-    within ten seconds, for one small request per lane every ten seconds meanwhile. With ``steps`` set, events still undelivered after the last attempt are
-    dropped as ``retries_exhausted``."""
+    within ten seconds, for one small request per lane every ten seconds meanwhile. With ``steps``
+    set, events still undelivered after the last attempt are dropped as ``retries_exhausted``."""
     retry_after_cap: float = 60.0
     """Most seconds a subscriber's ``Retry-After`` may hold delivery back. A minute respects a server
     asking for a pause without letting a bad header park a lane for hours."""
