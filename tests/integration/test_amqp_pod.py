@@ -9,9 +9,6 @@ test stops and starts a node of its own, whose durable queue and persistent mess
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.harness import v011_client
 from tests.harness.amqp import STEADY_RETRY, channel, declare, durable_source, publish
 from tests.harness.brokers import RabbitMQ, rabbitmq, shared_rabbitmq
 from tests.harness.configmaps import configmap
@@ -27,7 +25,6 @@ from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.http_sink import HttpSink, Request
 from tests.harness.kafka import node, phase_is
 from tests.harness.processes import free_port, wait_until
-from tests.integration.test_v011_client import V011_PROTO
 
 pytestmark = pytest.mark.slow
 
@@ -265,55 +262,21 @@ async def _no_node(gateway: Gateway, source: str) -> bool:
     return await node(gateway, source) == {}
 
 
-V011_CLIENT = r"""
-import json, sys
-import grpc
-import eventing_pb2 as pb, eventing_pb2_grpc as rpc
-
-stub = rpc.EventingStub(grpc.insecure_channel(sys.argv[1]))
-url = sys.argv[2]
-def source(name, data):
-    return pb.EventSource(id="42", name=name, data=data, version="v0.10")
-out = {}
-v = stub.ValidateEventSource(source("noexchange", f"url: {url}\nexchangeType: topic\nroutingKey: k"))
-out["invalid"] = [v.isValid, v.reason]
-data = f"url: {url}\nexchangeName: legacy\nexchangeType: topic\nroutingKey: 'legacy.#'\n" + sys.argv[3]
-v = stub.ValidateEventSource(source("legacy", data))
-out["valid"] = [v.isValid, v.reason]
-call = stub.StartEventSource(source("legacy", data))
-payloads = []
-for event in call:
-    payloads.append([event.name, event.payload.decode()])
-    if len(payloads) == 3:
-        break
-call.cancel()
-out["events"] = payloads
-print(json.dumps(out), flush=True)
-"""
-
-
 async def test_a_v0_11_client_validates_and_streams_an_exclusive_queue_from_gateway_serve_amqp(
     tmp_path: Path, broker: RabbitMQ
 ) -> None:
-    (tmp_path / "eventing.proto").write_text(V011_PROTO)
-    protoc = ["-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--grpc_python_out=.", "eventing.proto"]
-    code, _, err = await _run([sys.executable, *protoc], cwd=tmp_path)
-    assert code == 0, err
-    (tmp_path / "client.py").write_text(V011_CLIENT)
     gateway = Gateway(tmp_path, tmp_path / "unused.yaml", [], kind="amqp")
     try:
         await gateway.start_server()
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "client.py",
-            f"127.0.0.1:{gateway.grpc_port}",
-            broker.url,
-            STEADY_RETRY,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": os.environ["PATH"]},
+        invalid, valid = (
+            ("noexchange", f"url: {broker.url}\nexchangeType: topic\nroutingKey: k"),
+            (
+                "legacy",
+                f"url: {broker.url}\nexchangeName: legacy\nexchangeType: topic\nroutingKey: 'legacy.#'\n"
+                + STEADY_RETRY,
+            ),
         )
+        client = await v011_client.start(tmp_path, f"127.0.0.1:{gateway.grpc_port}", invalid, valid)
         server = gateway.server
         assert server is not None
         await wait_until(
@@ -323,10 +286,7 @@ async def test_a_v0_11_client_validates_and_streams_an_exclusive_queue_from_gate
         async with channel(broker.url) as chan:
             exchange = await chan.declare_exchange("legacy", "topic", durable=True)
             await publish(exchange, "legacy.eu", (f"v0.11 {n}" for n in range(3)), "legacy")
-        async with asyncio.timeout(30):
-            stdout, stderr = await client.communicate()
-        assert client.returncode == 0, stderr.decode()
-        result = json.loads(stdout)
+        result = await v011_client.result(client)
         assert result["invalid"][0] is False
         assert "'noexchange'" in result["invalid"][1] and "exchangeName:" in result["invalid"][1]
         assert result["valid"] == [True, ""]

@@ -10,9 +10,6 @@ never the broker.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,13 +17,13 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests.harness import v011_client
 from tests.harness.brokers import Tansu, tansu
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.http_sink import HttpSink, Request
 from tests.harness.kafka import FAST_RETRY, create_topic, group_source, node, phase_is, produce, producer
 from tests.harness.processes import free_port, wait_until
-from tests.integration.test_v011_client import V011_PROTO
 
 pytestmark = pytest.mark.slow
 
@@ -246,56 +243,18 @@ async def test_standalone_gateway_run_kafka_delivers_every_record_in_order_per_p
         await gateway.stop()
 
 
-V011_CLIENT = r"""
-import json, sys
-import grpc
-import eventing_pb2 as pb, eventing_pb2_grpc as rpc
-
-stub = rpc.EventingStub(grpc.insecure_channel(sys.argv[1]))
-url = sys.argv[2]
-def source(name, data):
-    return pb.EventSource(id="42", name=name, data=data, version="v0.10")
-out = {}
-v = stub.ValidateEventSource(source("nopartition", f"url: {url}\ntopic: legacy"))
-out["invalid"] = [v.isValid, v.reason]
-data = f'url: {url}\ntopic: legacy\npartition: "0"\n' + sys.argv[3]
-v = stub.ValidateEventSource(source("legacy", data))
-out["valid"] = [v.isValid, v.reason]
-call = stub.StartEventSource(source("legacy", data))
-payloads = []
-for event in call:
-    payloads.append([event.name, event.payload.decode()])
-    if len(payloads) == 3:
-        break
-call.cancel()
-out["events"] = payloads
-print(json.dumps(out), flush=True)
-"""
-
-
 async def test_a_v0_11_client_validates_and_reads_one_partition_from_gateway_serve_kafka(
     tmp_path: Path, broker: Tansu
 ) -> None:
     await create_topic(broker.url, "legacy", 2)
-    (tmp_path / "eventing.proto").write_text(V011_PROTO)
-    protoc = ["-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--grpc_python_out=.", "eventing.proto"]
-    code, _, err = await _run([sys.executable, *protoc], cwd=tmp_path)
-    assert code == 0, err
-    (tmp_path / "client.py").write_text(V011_CLIENT)
     gateway = Gateway(tmp_path, tmp_path / "unused.yaml", [], kind="kafka")
     try:
         await gateway.start_server()
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "client.py",
-            f"127.0.0.1:{gateway.grpc_port}",
-            broker.url,
-            FAST_RETRY,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": os.environ["PATH"]},
+        invalid, valid = (
+            ("nopartition", f"url: {broker.url}\ntopic: legacy"),
+            ("legacy", f'url: {broker.url}\ntopic: legacy\npartition: "0"\n' + FAST_RETRY),
         )
+        client = await v011_client.start(tmp_path, f"127.0.0.1:{gateway.grpc_port}", invalid, valid)
         server = gateway.server
         assert server is not None
         await wait_until(
@@ -306,10 +265,7 @@ async def test_a_v0_11_client_validates_and_reads_one_partition_from_gateway_ser
             await records.send_and_wait("legacy", b"elsewhere", partition=1)
             for n in range(3):
                 await records.send_and_wait("legacy", f"v0.11 {n}".encode(), partition=0)
-        async with asyncio.timeout(30):
-            stdout, stderr = await client.communicate()
-        assert client.returncode == 0, stderr.decode()
-        result = json.loads(stdout)
+        result = await v011_client.result(client)
         assert result["invalid"][0] is False
         assert "'nopartition'" in result["invalid"][1] and "partition:" in result["invalid"][1]
         assert result["valid"] == [True, ""]

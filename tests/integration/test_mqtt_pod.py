@@ -10,14 +10,12 @@ gateway reconnects waits for it in the broker.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests.harness import v011_client
 from tests.harness.brokers import Mosquitto, mosquitto
 from tests.harness.brokers_mqtt import mqtt_client
 from tests.harness.configmaps import configmap
@@ -26,7 +24,6 @@ from tests.harness.http_sink import HttpSink, Request
 from tests.harness.kafka import node, phase_is
 from tests.harness.mqtt import STEADY_RETRY, Publisher, source
 from tests.harness.processes import wait_until
-from tests.integration.test_v011_client import V011_PROTO
 
 pytestmark = pytest.mark.slow
 
@@ -229,55 +226,17 @@ async def _no_node(gateway: Gateway, name: str) -> bool:
     return await node(gateway, name) == {}
 
 
-V011_CLIENT = r"""
-import json, sys
-import grpc
-import eventing_pb2 as pb, eventing_pb2_grpc as rpc
-
-stub = rpc.EventingStub(grpc.insecure_channel(sys.argv[1]))
-url = sys.argv[2]
-def source(name, data):
-    return pb.EventSource(id="42", name=name, data=data, version="v0.10")
-out = {}
-v = stub.ValidateEventSource(source("noclient", f"url: {url}\ntopic: legacy"))
-out["invalid"] = [v.isValid, v.reason]
-data = f"url: {url}\ntopic: legacy\nclientId: v011-legacy\n" + sys.argv[3]
-v = stub.ValidateEventSource(source("legacy", data))
-out["valid"] = [v.isValid, v.reason]
-call = stub.StartEventSource(source("legacy", data))
-payloads = []
-for event in call:
-    payloads.append([event.name, event.payload.decode()])
-    if len(payloads) == 3:
-        break
-call.cancel()
-out["events"] = payloads
-print(json.dumps(out), flush=True)
-"""
-
-
 async def test_a_v0_11_client_validates_and_streams_a_source_from_gateway_serve_mqtt(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    (tmp_path / "eventing.proto").write_text(V011_PROTO)
-    protoc = ["-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--grpc_python_out=.", "eventing.proto"]
-    code, _, err = await _run([sys.executable, *protoc], cwd=tmp_path)
-    assert code == 0, err
-    (tmp_path / "client.py").write_text(V011_CLIENT)
     gateway = Gateway(tmp_path, tmp_path / "unused.yaml", [], kind="mqtt")
     try:
         await gateway.start_server()
-        client = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "client.py",
-            f"127.0.0.1:{gateway.grpc_port}",
-            broker.url,
-            STEADY_RETRY,
-            cwd=tmp_path,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={"PATH": os.environ["PATH"]},
+        invalid, valid = (
+            ("noclient", f"url: {broker.url}\ntopic: legacy"),
+            ("legacy", f"url: {broker.url}\ntopic: legacy\nclientId: v011-legacy\n" + STEADY_RETRY),
         )
+        client = await v011_client.start(tmp_path, f"127.0.0.1:{gateway.grpc_port}", invalid, valid)
         server = gateway.server
         assert server is not None
         await wait_until(
@@ -286,10 +245,7 @@ async def test_a_v0_11_client_validates_and_streams_a_source_from_gateway_serve_
         )
         async with Publisher(broker.port, "v011-publisher") as publisher:
             await publisher.publish_all("legacy", numbered("v0.11", 3))
-        async with asyncio.timeout(30):
-            stdout, stderr = await client.communicate()
-        assert client.returncode == 0, stderr.decode()
-        result = json.loads(stdout)
+        result = await v011_client.result(client)
         assert result["invalid"][0] is False
         assert "'noclient'" in result["invalid"][1] and "client id must be specified" in result["invalid"][1]
         assert result["valid"] == [True, ""]
