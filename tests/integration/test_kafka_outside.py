@@ -26,17 +26,15 @@ from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.kafka import FAST_RETRY, group_source, node, phase_is
 from tests.harness.kafka_outside import (
     Loading,
-    RawSink,
     Record,
     create_topic,
     judge_ledger,
-    metrics,
     partition_source,
     pod,
-    run,
     wire_producer,
 )
 from tests.harness.processes import free_port, wait_until
+from tests.harness.raw_sink import RawSink, metrics, run
 
 pytestmark = pytest.mark.slow
 

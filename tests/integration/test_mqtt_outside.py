@@ -11,20 +11,18 @@ import contextlib
 import itertools
 import json
 import shutil
-import urllib.parse
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.harness.brokers import Mosquitto, mosquitto
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.kafka import node, phase_is
-from tests.harness.processes import free_port, wait_until
+from tests.harness.processes import wait_until
+from tests.harness.raw_sink import RawSink, run
 
 pytestmark = pytest.mark.slow
 
@@ -44,80 +42,6 @@ async def mosquitto_pub(broker: Mosquitto, topic: str, *args: str, v5: bool = Tr
 
 
 # --- a subscriber that parses HTTP by hand ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """One POST the sink answered 200: its headers (names lower-cased) and body."""
-
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def id(self) -> str:
-        return self.headers.get("ce-id", "")
-
-    def ce(self, name: str) -> str | None:
-        """A ``ce-`` attribute, percent-decoded as the CloudEvents HTTP binding says."""
-        raw = self.headers.get(f"ce-{name}")
-        return None if raw is None else urllib.parse.unquote(raw)
-
-
-@dataclass
-class RawSink:
-    """HTTP/1.1 on bare asyncio streams, answering every POST 200 and keeping it."""
-
-    port: int = field(default_factory=free_port)
-    arrivals: list[Arrival] = field(default_factory=list)
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    async def __aenter__(self) -> RawSink:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, limit=1 << 26)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        await self._server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                headers: dict[str, str] = {}
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name:
-                        headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
-                size = int(headers.get("content-length", "0"))
-                self.arrivals.append(Arrival(headers, await reader.readexactly(size) if size else b""))
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-
-
-async def metrics(port: int) -> str:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as answer:
-        return await answer.text()
-
-
-async def run(cmd: Sequence[str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    async with asyncio.timeout(30):
-        out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
 
 
 def source(broker: Mosquitto, topic: str, *lines: str) -> str:
