@@ -124,3 +124,16 @@ async def wait_until(
 def in_ci() -> bool:
     """True under CI (``CI=true``), where a missing server binary is a failure, not a skip."""
     return os.environ.get("CI", "").lower() == "true"
+
+
+async def run_to_end(
+    cmd: Sequence[str], cwd: Path | None = None, timeout: float = 30.0
+) -> tuple[int, str, str]:
+    """Run ``cmd`` to its end (a CLI call such as ``gateway validate``): exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

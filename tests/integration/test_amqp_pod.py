@@ -24,7 +24,7 @@ from tests.harness.configmaps import configmap
 from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.http_sink import HttpSink, Request
 from tests.harness.kafka import node, phase_is
-from tests.harness.processes import free_port, wait_until
+from tests.harness.processes import free_port, run_to_end, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -206,7 +206,7 @@ async def test_an_invalid_config_is_refused_naming_the_field_by_validate_and_in_
 ) -> None:
     bad = f"url: {broker.url}\nexchangeName: refused\nexchangeType: fanfare\nroutingKey: k"
     gateway = pod(tmp_path, sink, bad=bad)
-    code, out, err = await _run([*GATEWAY, "validate", "amqp", str(gateway.config)])
+    code, out, err = await run_to_end([*GATEWAY, "validate", "amqp", str(gateway.config)])
     assert code == 1, (out, err)
     assert "INVALID bad: exchangeType: must be one of direct, fanout, topic, headers, got 'fanfare'" in out
     held = broker.connections()
@@ -245,17 +245,6 @@ async def test_removing_a_source_from_the_watched_file_closes_its_broker_connect
         await gateway.stop()
         async with channel(broker.url) as chan:
             await chan.queue_delete("removed")
-
-
-async def _run(cmd: list[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run ``cmd`` to its end: the exit code, stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _no_node(gateway: Gateway, source: str) -> bool:

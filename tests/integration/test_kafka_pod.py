@@ -23,7 +23,7 @@ from tests.harness.configmaps import configmap
 from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.http_sink import HttpSink, Request
 from tests.harness.kafka import FAST_RETRY, create_topic, group_source, node, phase_is, produce, producer
-from tests.harness.processes import free_port, wait_until
+from tests.harness.processes import free_port, run_to_end, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ async def test_an_invalid_config_is_refused_naming_the_field_by_validate_and_in_
 ) -> None:
     bad = f"url: {broker.url}\ntopic: orders"  # neither a partition nor a consumer group
     gateway = pod(tmp_path, sink, bad=bad)
-    code, out, err = await _run([*GATEWAY, "validate", "kafka", str(gateway.config)])
+    code, out, err = await run_to_end([*GATEWAY, "validate", "kafka", str(gateway.config)])
     assert code == 1, (out, err)
     assert "INVALID bad: partition: partition must be specified" in out
     try:
@@ -204,17 +204,6 @@ async def test_removing_a_source_from_the_watched_file_closes_its_broker_connect
         raise
     finally:
         await gateway.stop()
-
-
-async def _run(cmd: list[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run ``cmd`` to its end: the exit code, stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _no_node(gateway: Gateway, source: str) -> bool:

@@ -23,7 +23,7 @@ from tests.harness.gateways import GATEWAY, Gateway
 from tests.harness.http_sink import HttpSink, Request
 from tests.harness.kafka import node, phase_is
 from tests.harness.mqtt import STEADY_RETRY, Publisher, source
-from tests.harness.processes import wait_until
+from tests.harness.processes import run_to_end, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,7 @@ async def test_invalid_configs_and_a_shared_client_id_are_refused_naming_the_fie
         one=source(broker.url, "one", "twin"),
         two=source(broker.url, "two", "twin"),
     )
-    code, out, err = await _run([*GATEWAY, "validate", "mqtt", str(gateway.config)])
+    code, out, err = await run_to_end([*GATEWAY, "validate", "mqtt", str(gateway.config)])
     assert code == 1, (out, err)
     lines = out.splitlines()
     bad = next(line for line in lines if line.startswith("INVALID bad: "))
@@ -209,17 +209,6 @@ async def test_removing_a_source_from_the_watched_file_closes_its_connection_and
         raise
     finally:
         await gateway.stop()
-
-
-async def _run(cmd: list[str], cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run ``cmd`` to its end: the exit code, stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def _no_node(gateway: Gateway, name: str) -> bool:
