@@ -112,6 +112,23 @@ async def test_a_400_is_dropped_as_rejected_without_retry_and_later_events_still
     assert status["last_error"] is None
 
 
+async def test_an_event_with_a_header_http_cannot_carry_is_dropped_as_rejected_and_the_next_arrives(
+    sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with subscriber(sink.url) as sub:
+        labels = {"source": "src", "subscriber": sub.display}
+        dropped = sample("gateway_events_dropped_total", reason="rejected", **labels)
+        broken = message("src", 1)
+        broken.headers["ce-note"] = "a\r\nce-id: forged"
+        for one in (message("src", 0), broken, message("src", 2)):
+            await sub.put(one)
+        await sink.wait_for(2)
+        await wait_until(lambda: sub.status()["dropped"] == {"rejected": 1}, what="the drop")
+    assert sink.ids() == ["src-0", "src-2"]
+    assert sample("gateway_events_dropped_total", reason="rejected", **labels) == dropped + 1
+    assert any("header 'ce-note'" in r.getMessage() and "src-1" in r.getMessage() for r in caplog.records)
+
+
 async def test_a_batch_failing_midway_resumes_at_the_failed_event_so_none_is_sent_twice(sink: Sink) -> None:
     async def unavailable_at_src_3_once(arrival: Arrival) -> web.Response:
         if arrival.event_id == "src-3" and sink.ids().count("src-3") == 1:

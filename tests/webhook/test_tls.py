@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,29 +15,15 @@ import grpc
 import pytest
 
 from common.configmap import EventSourceSpec
+from tests.harness.pki import self_signed
 from tests.webhook.conftest import Gateway, source_yaml
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 
-def make_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    """A fresh self-signed P-256 certificate for localhost and 127.0.0.1, and its key."""
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.fixture
 def pair_maker(tmp_path: Path) -> Callable[[str], tuple[Path, Path]]:
-    return lambda name: make_pair(tmp_path, name)
+    return lambda name: self_signed(tmp_path, name)
 
 
 def client_context(*certs: Path) -> ssl.SSLContext:

@@ -1,5 +1,5 @@
-"""HTTP delivery: one POST per event over one pooled session per subscriber (a keep-alive connection
-per request in flight).
+"""HTTP delivery: one POST per event over kept-alive connections to each subscriber (one per request
+in flight; ``common.client.delivery.http_wire`` writes and reads them).
 
 2xx means accepted. 408, 429, 5xx and transport faults (refused, reset, timeout) are retryable, with
 the server's ``Retry-After`` (seconds or an HTTP date) as advice, capped. Any other status is a
@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-import aiohttp
 from yarl import URL
 
 from common import tasks
 from common.client.delivery.errors import PermanentDeliveryError, Progress, RetryableDeliveryError
+from common.client.delivery.http_wire import Pool, WireError
 from common.client.delivery.settings import DeliverySettings
 from common.client.model import Message
 from common.client.subscribers import SubscriberSpec
@@ -29,8 +29,6 @@ from common.client.subscribers import SubscriberSpec
 _log = logging.getLogger(__name__)
 RETRYABLE_STATUSES = frozenset({408, 429})
 """Client-error statuses that mean "not now" rather than "never"; every 5xx is retryable too."""
-_NO_CONTENT_TYPE = ("Content-Type",)
-"""A binary-mode event without ``datacontenttype`` goes without one: aiohttp would add its own."""
 
 
 class HttpTransport:
@@ -41,7 +39,7 @@ class HttpTransport:
     def __init__(self, spec: SubscriberSpec, settings: DeliverySettings) -> None:
         self._spec = spec
         self._settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self._reachable = False
         self.problem: str | None = None
         """Why the subscriber could not be reached at the last contact; None once it was."""
@@ -56,13 +54,9 @@ class HttpTransport:
         return self._reachable
 
     async def connect(self) -> None:
-        """Open the pooled session; no request is made until there is an event."""
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout)
-            # No pool limit: each lane has at most ``inflight`` requests in flight, so sources bound it
-            # already, and a pool wait would eat into the request timeout.
-            connector = aiohttp.TCPConnector(limit=0)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        """Ready the connection pool; no request is made until there is an event."""
+        if self._pool is None:
+            self._pool = Pool(self._spec.address)
             self._reachable = True
             self._probe = tasks.start(self._look(), name=f"look for {self._spec.display}", logger=_log)
 
@@ -95,38 +89,32 @@ class HttpTransport:
             progress(index + 1)
 
     async def close(self) -> None:
-        """Close the session and its pooled connections."""
+        """Close the pooled connections (a request under way fails)."""
         if self._probe is not None:
             await tasks.stop(self._probe, timeout=1.0, logger=_log)
             self._probe = None
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
 
     async def _post(self, message: Message, *, accepted: int) -> None:
         display = self._spec.display
-        if self._session is None:
+        if self._pool is None:
             raise RetryableDeliveryError(display, "not connected yet", accepted=accepted)
         try:
-            async with self._session.post(
-                self._spec.address,
-                data=message.body,
-                headers=message.headers,
-                allow_redirects=False,
-                skip_auto_headers=_NO_CONTENT_TYPE if "Content-Type" not in message.headers else (),
-            ) as response:
-                text = await response.read()
-                status, retry_after = response.status, response.headers.get("Retry-After")
+            async with asyncio.timeout(self._settings.request_timeout):
+                answer = await self._pool.post(message.headers, message.body)
         except TimeoutError as exc:
             self._reachable, self.problem = False, f"no answer within {self._settings.request_timeout:g}s"
             raise RetryableDeliveryError(
                 display, f"no answer within {self._settings.request_timeout:g}s", accepted=accepted
             ) from exc
-        except aiohttp.ClientError as exc:
-            self._reachable, self.problem = False, f"request failed: {type(exc).__name__}: {exc}"
-            raise RetryableDeliveryError(
-                display, f"request failed: {type(exc).__name__}: {exc}", accepted=accepted
-            ) from exc
+        except (OSError, WireError) as exc:
+            self._reachable, self.problem = False, f"request failed: {_describe(exc)}"
+            raise RetryableDeliveryError(display, self.problem, accepted=accepted) from exc
+        except ValueError as exc:  # a header the event cannot be sent with: resending will not help
+            raise PermanentDeliveryError(display, str(exc), reason="rejected", accepted=accepted) from exc
+        status, text, retry_after = answer.status, answer.body, answer.retry_after
         self._reachable, self.problem = True, None
         if 200 <= status < 300:
             return
