@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
+from common.client.delivery import http_wire
 from common.client.delivery.http_wire import BODY_KEPT, MAX_HEAD, Pool, WireError
 from tests.harness.pki import OPENSSL, self_signed
 
@@ -393,3 +394,27 @@ async def test_an_answer_cut_short_by_the_close_is_a_failure_not_an_acceptance(c
         with pytest.raises(WireError, match=r"cut short|closed the connection"):
             await pool.post({}, b"x")
         pool.close()
+
+
+async def test_an_idle_connection_past_its_keepalive_is_closed_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_wire, "KEEPALIVE", 0.05)
+    async with peer(answer_each) as subscriber:
+        pool = Pool(subscriber.url)
+        await pool.post({}, b"x")
+        await pool.post({}, b"x")
+        await asyncio.sleep(0.1)  # idle past the (shortened) keep-alive
+        await pool.post({}, b"x")
+        pool.close()
+    assert subscriber.connections == 2
+
+
+async def test_a_proxy_named_in_the_environment_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
+    async with peer(answer_each) as subscriber:
+        pool = Pool(subscriber.url)
+        assert (await pool.post({}, b"direct")).status == 200
+        pool.close()
+    assert [r.body for r in subscriber.requests] == [b"direct"]
