@@ -118,8 +118,8 @@ async def test_an_event_with_a_header_http_cannot_carry_is_dropped_as_rejected_a
     async with subscriber(sink.url) as sub:
         labels = {"source": "src", "subscriber": sub.display}
         dropped = sample("gateway_events_dropped_total", reason="rejected", **labels)
-        broken = message("src", 1)
-        broken.headers["ce-note"] = "a\r\nce-id: forged"
+        sound = message("src", 1)
+        broken = dataclasses.replace(sound, headers={**sound.headers, "ce-note": "a\r\nce-id: forged"})
         for one in (message("src", 0), broken, message("src", 2)):
             await sub.put(one)
         await sink.wait_for(2)
