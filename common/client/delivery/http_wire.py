@@ -184,8 +184,16 @@ class _Connection(asyncio.Protocol):
         waiter.set_result(self._answer())
 
     # use
+    @property
+    def usable(self) -> bool:
+        """Open, and not being closed (asyncio marks a transport closing a moment before it says so)."""
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
+
     async def send(self, request: bytes) -> Answer:
         assert self._transport is not None
+        if self._transport.is_closing():  # a write now would go nowhere and wait for the timeout
+            self.closed = True
+            raise WireError("the subscriber closed the connection before answering")
         waiter: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiter = waiter
         self.answered, self._head, self._in_head = False, 0, True
@@ -261,7 +269,7 @@ class Pool:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and now - connection.idle_since < KEEPALIVE:
+            if connection.usable and now - connection.idle_since < KEEPALIVE:
                 self._busy.add(connection)
                 return connection, True
             connection.close()
@@ -284,7 +292,7 @@ class Pool:
 
     def _give_back(self, connection: _Connection) -> None:
         self._busy.discard(connection)
-        if connection.closed or self._closed or len(self._idle) >= MAX_IDLE:
+        if not connection.usable or self._closed or len(self._idle) >= MAX_IDLE:
             connection.close()
             return
         connection.idle_since = time.monotonic()
