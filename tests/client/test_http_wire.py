@@ -418,3 +418,32 @@ async def test_a_proxy_named_in_the_environment_is_not_used(monkeypatch: pytest.
         assert (await pool.post({}, b"direct")).status == 200
         pool.close()
     assert [r.body for r in subscriber.requests] == [b"direct"]
+
+
+@pytest.mark.parametrize(
+    "lenient",
+    [
+        b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+        b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n",
+    ],
+)
+async def test_answers_a_lenient_reader_takes_are_read_as_their_status(lenient: bytes) -> None:
+    async def odd(peer: Peer, reader: Reader, writer: Writer) -> None:
+        await peer.read(reader)
+        writer.write(lenient)
+        await writer.drain()
+        await reader.read()
+
+    async with peer(odd) as subscriber:
+        pool = Pool(subscriber.url)
+        assert (await pool.post({}, b"x")).status == 200
+        pool.close()
+
+
+async def test_a_password_without_a_user_name_still_goes_as_basic_authorization() -> None:
+    async with peer(answer_each) as subscriber:
+        pool = Pool(f"http://:s3cret@127.0.0.1:{subscriber.port}/")
+        await pool.post({}, b"")
+        pool.close()
+    assert subscriber.requests[0].header("authorization") == "Basic " + base64.b64encode(b":s3cret").decode()

@@ -65,8 +65,8 @@ class Target:
             f"Host: {url.host_port_subcomponent}",
             f"User-Agent: {USER_AGENT}",
         ]
-        if url.user is not None:
-            credentials = f"{url.user}:{url.password or ''}".encode()
+        if url.user is not None or url.password is not None:
+            credentials = f"{url.user or ''}:{url.password or ''}".encode()
             lines.append(f"Authorization: Basic {base64.b64encode(credentials).decode('ascii')}")
         self.head = "\r\n".join(lines) + "\r\n"
 
@@ -96,6 +96,11 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        # As aiohttp's client reads answers: bare LF line ends, folded or odd header values, spaces
+        # after a chunk size (RFC 9112 asks a client to take what a server plausibly meant).
+        self._parser.set_dangerous_leniencies(
+            lenient_headers=True, lenient_optional_cr_before_lf=True, lenient_spaces_after_chunk_size=True
+        )
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Answer] | None = None
         self._status = 0

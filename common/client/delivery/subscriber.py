@@ -327,6 +327,7 @@ class Subscriber:
         except PermanentDeliveryError as exc:
             progress(exc.accepted)
             self._last_error = exc.detail
+            self._failing = False  # it answered: refused for good, nothing of this event is retried
             self._drop(lane, flight[:1], exc.reason, exc.detail)
             del flight[:1]
             return None
