@@ -302,7 +302,8 @@ class Pool:
             return
         connection.idle_since = time.monotonic()
         self._idle.append(connection)
-        # Drop the longest idle ones past their time, so a quiet subscriber holds no stale sockets.
+        # Close the longest idle ones past their time (checked as connections come back and are
+        # taken; a subscriber that goes quiet keeps its few until it closes them or the next event).
         while self._idle and time.monotonic() - self._idle[0].idle_since >= KEEPALIVE:
             with contextlib.suppress(Exception):
                 self._idle.pop(0).close()
