@@ -4,7 +4,7 @@
     gateway validate KIND FILE                    check a ConfigMap YAML: OK or the reasons, per key
     gateway run KIND [--event-sources FILE]       server and client in one process (standalone)
     gateway client --event-sources FILE           the client alone, against a running server
-    (run and client: --subscriber URL ..., --format, --name, --ops-port, --when-full, --grace)
+    (run and client: --subscriber URL ..., --format, --name, --ops-port, --when-full, --retry-cap, --grace)
     (serve, run and client: --gc paced|python, garbage collection; $GATEWAY_GC)
     (serve, run and client: --loop auto|asyncio|uvloop, the event loop; $GATEWAY_LOOP)
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import ipaddress
 import os
@@ -58,6 +59,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 MAX_SECONDS = 3600.0
+MIN_RETRY_CAP = 0.1
+"""The shortest ``--retry-cap``: the first delay between delivery attempts is 0.1 s already."""
 
 
 def _log_level(text: str) -> str:
@@ -81,6 +84,14 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not 0 <= value <= MAX_SECONDS:  # also refuses nan
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to {MAX_SECONDS:g}")
+    return value
+
+
+def _retry_cap(text: str) -> float:
+    """Seconds, more than 0 (a cap of 0 would retry a down subscriber in a busy loop)."""
+    value = _seconds(text)
+    if value < MIN_RETRY_CAP:
+        raise argparse.ArgumentTypeError(f"{text} is less than {MIN_RETRY_CAP:g} seconds")
     return value
 
 
@@ -292,6 +303,13 @@ def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int, ops_host: 
         "--when-full", choices=("block", "drop"), default="block", help="a full subscriber queue"
     )
     cmd.add_argument(
+        "--retry-cap",
+        type=_retry_cap,
+        metavar="SECONDS",
+        default=DeliverySettings().retry.cap,
+        help="longest wait between delivery attempts: how soon a subscriber's return is noticed (default 10)",
+    )
+    cmd.add_argument(
         "--drain-grace",
         type=_seconds,
         metavar="SECONDS",
@@ -337,6 +355,7 @@ def _delivery_args(cmd: argparse.ArgumentParser, *, ops_default: int, ops_host: 
 
 def _delivery(args: argparse.Namespace) -> DeliveryOptions:
     settings = DeliverySettings(when_full=args.when_full)
+    settings = dataclasses.replace(settings, retry=dataclasses.replace(settings.retry, cap=args.retry_cap))
     return DeliveryOptions(tuple(args.subscriber), Format(args.format), settings)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from common import cli
 from common.cli import main
 from tests.harness.processes import free_port, spawn, terminate, wait_until
 
@@ -218,6 +220,8 @@ def _gateway(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str
         (["run", "calendar", "--ops-port", "\u0663\u0663\u0663\u0663"], "--ops-port"),
         (["run", "calendar", "--ops-port", " 80"], "--ops-port"),
         (["run", "calendar", "--max-unacked-events", "\u0665\u0660"], "--max-unacked-events"),
+        (["client", "--event-sources", "x.yaml", "--retry-cap", "0"], "--retry-cap"),
+        (["run", "calendar", "--retry-cap", "nan"], "--retry-cap"),
     ],
 )
 def test_every_bad_flag_value_is_a_usage_error_naming_the_flag(argv: list[str], flag: str) -> None:
@@ -334,3 +338,12 @@ def test_printed_events_keep_the_payloads_own_json_text_on_one_line() -> None:
     asyncio.run(printer.publish(ReceivedEvent("s", event, datetime.now(UTC))))
     (line,) = out.getvalue().splitlines()
     assert line.endswith('"data":{   "big": 1e400,   "n": 123456789012345678901234567890 }}')
+
+
+def test_the_retry_cap_flag_bounds_every_delay_between_delivery_attempts() -> None:
+    args = cli._parser().parse_args(["client", "--event-sources", "x.yaml", "--retry-cap", "1.5"])
+    retry = cli._delivery(args).settings.retry
+    assert retry.cap == 1.5
+    assert max(itertools.islice(retry.delays(), 50)) <= 1.5
+    default = cli._delivery(cli._parser().parse_args(["run", "calendar"])).settings.retry
+    assert default.cap == 10.0

@@ -92,3 +92,8 @@ def arrived(ledger: Path, source: str) -> list[str]:
         return []
     prefix = f"{source}:"
     return [line.removeprefix(prefix) for line in ledger.read_text().splitlines() if line.startswith(prefix)]
+
+
+NOTICE_RETURN = ("--retry-cap", "1")
+"""Client flags for ledger runs: a subscriber's return is noticed within a second, not the default
+ten. The outage is what these tests are about, not the wait after it."""

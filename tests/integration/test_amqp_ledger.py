@@ -25,6 +25,7 @@ from tests.harness.brokers import shared_rabbitmq
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import Gateway
 from tests.harness.http_sink import HttpSink
+from tests.harness.ledger import NOTICE_RETURN
 from tests.harness.processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -81,7 +82,7 @@ async def test_a_durable_queue_survives_kill_9_of_each_process_and_a_subscriber_
         exchange = await declare(chan, EXCHANGE, QUEUE, "orders.#")
         config = tmp_path / "cm.yaml"
         config.write_text(configmap(**{SOURCE: durable_source(broker.url, EXCHANGE, QUEUE, "orders.#")}))
-        bound = ("--max-unacked-events", str(BOUND))
+        bound = ("--max-unacked-events", str(BOUND), *NOTICE_RETURN)
         gw = Gateway(tmp_path, config, [f"http://127.0.0.1:{ledger.port}/"], kind="amqp", client_args=bound)
         await ledger.start()
         redelivered_at_crash: list[int] = []

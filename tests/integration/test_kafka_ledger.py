@@ -24,6 +24,7 @@ from tests.harness.brokers import tansu
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import Gateway
 from tests.harness.kafka import Producing, create_topic, first_arrivals, group_source, ids
+from tests.harness.ledger import NOTICE_RETURN
 from tests.harness.processes import free_port, showing_log_on_failure, spawn, terminate, wait_tcp, wait_until
 
 pytestmark = pytest.mark.slow
@@ -56,7 +57,7 @@ async def test_a_consumer_group_survives_kill_9_of_each_process_and_a_subscriber
         await create_topic(broker.url, TOPIC, PARTITIONS)
         config = tmp_path / "cm.yaml"
         config.write_text(configmap(orders=group_source(broker.url, TOPIC, "ledger")))
-        bound = ("--max-unacked-events", str(BOUND))
+        bound = ("--max-unacked-events", str(BOUND), *NOTICE_RETURN)
         gw = Gateway(tmp_path, config, [f"http://127.0.0.1:{sink_port}/"], kind="kafka", client_args=bound)
         sink = await _sink(sink_port, ledger, sink_log)
 

@@ -34,6 +34,7 @@ import pytest
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import Gateway
 from tests.harness.kafka import phase_is
+from tests.harness.ledger import NOTICE_RETURN
 from tests.harness.mqtt import Ledger, Publishing, number, source, unbounded_mosquitto
 from tests.harness.processes import free_port, wait_until
 
@@ -67,7 +68,7 @@ async def test_qos_1_with_a_persistent_session_survives_kill_9_of_each_process_a
         config = tmp_path / "cm.yaml"
         lines = ("qos: 1", "protocol: '5'", "persistentSession: true")
         config.write_text(configmap(**{SOURCE: source(broker.url, "orders/#", "ledger-orders", *lines)}))
-        bound = ("--max-unacked-events", str(BOUND))
+        bound = ("--max-unacked-events", str(BOUND), *NOTICE_RETURN)
         gw = Gateway(tmp_path, config, [ledger.url], kind="mqtt", client_args=bound)
         await ledger.start()
         dup_after_crash: list[int] = []
@@ -145,7 +146,7 @@ async def test_qos_0_loses_only_around_a_kill_9_of_the_client_and_delivers_nothi
     async with unbounded_mosquitto() as broker:
         config = tmp_path / "cm.yaml"
         config.write_text(configmap(**{SOURCE: source(broker.url, "orders/#", "ledger-plain")}))
-        bound = ("--max-unacked-events", str(BOUND))
+        bound = ("--max-unacked-events", str(BOUND), *NOTICE_RETURN)
         gw = Gateway(tmp_path, config, [ledger.url], kind="mqtt", client_args=bound)
         await ledger.start()
         try:

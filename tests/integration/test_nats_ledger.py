@@ -23,7 +23,7 @@ import pytest
 
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import Gateway
-from tests.harness.ledger import arrived
+from tests.harness.ledger import NOTICE_RETURN, arrived
 from tests.harness.nats import nats_server
 from tests.harness.processes import free_port, showing_log_on_failure, spawn, terminate, wait_tcp, wait_until
 
@@ -82,7 +82,7 @@ async def test_jetstream_survives_kill_9_of_each_process_and_a_subscriber_outage
         config = tmp_path / "cm.yaml"
         source = f"url: {broker.url}\nsubject: orders.>\njetStream:\n  stream: ORDERS\n  durable: ledger"
         config.write_text(configmap(orders=source))
-        bound = ("--max-unacked-events", str(BOUND))
+        bound = ("--max-unacked-events", str(BOUND), *NOTICE_RETURN)
         gw = Gateway(tmp_path, config, [f"http://127.0.0.1:{sink_port}/"], kind="nats", client_args=bound)
         sink = await _sink(sink_port, ledger, sink_log)
 
