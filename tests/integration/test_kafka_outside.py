@@ -33,6 +33,7 @@ from tests.harness.kafka_outside import (
     pod,
     wire_producer,
 )
+from tests.harness.ledger import NOTICE_RETURN
 from tests.harness.processes import free_port, wait_until
 from tests.harness.raw_sink import RawSink, metrics, run
 
@@ -235,6 +236,10 @@ async def test_gateway_run_kafka_stopped_under_load_then_started_again_loses_no_
         print(judge_ledger(stored, sink.ids(), 0 if stop == signal.SIGTERM else 2 * bound))
 
 
+PHASE = 3.0
+"""Seconds of each of the flaky subscriber's phases: failing, slow, down."""
+
+
 @pytest.mark.timeout(240)
 async def test_a_subscriber_answering_500_then_slow_then_down_loses_nothing_and_keeps_partition_order(
     tmp_path: Path,
@@ -245,7 +250,7 @@ async def test_a_subscriber_answering_500_then_slow_then_down_loses_nothing_and_
         gateway = pod(
             tmp_path,
             sink,
-            client_args=("--max-unacked-events", str(bound)),
+            client_args=("--max-unacked-events", str(bound), *NOTICE_RETURN),
             orders=group_source(broker.url, "orders", "flaky"),
         )
         try:
@@ -253,12 +258,12 @@ async def test_a_subscriber_answering_500_then_slow_then_down_loses_nothing_and_
                 await gateway.start()
                 await wait_until(lambda: len(sink.arrivals) >= 100, what="100 delivered", timeout=30)
                 sink.status = 500
-                await asyncio.sleep(5)  # the subscriber failing for a while, the producer going on
+                await asyncio.sleep(PHASE)  # the subscriber failing for a while, the producer going on
                 sink.status, sink.delay = 200, 0.02
-                await asyncio.sleep(5)  # slow for a while
+                await asyncio.sleep(PHASE)  # slow for a while
                 sink.delay = 0.0
                 await sink.close()
-                await asyncio.sleep(5)  # down for a while
+                await asyncio.sleep(PHASE)  # down for a while
                 await sink.reopen()
             stored = loading.stored
             await wait_until(lambda: set(stored) <= set(sink.ids()), what="every stored record", timeout=90)
