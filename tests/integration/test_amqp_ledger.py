@@ -95,7 +95,18 @@ async def test_a_durable_queue_survives_kill_9_of_each_process_and_a_subscriber_
                 for victim in ("client", "server"):
                     proc = gw.client if victim == "client" else gw.server
                     assert proc is not None
+                    # The subscriber pauses until more than a window is published and unacknowledged
+                    # (the gateway keeps pace with the publisher otherwise), then the kill comes
+                    # while the client is still backing off: it dies holding a full window.
+                    await ledger.stop()
+                    await wait_until(
+                        lambda: len(publishing.confirmed) - len(ledger.ids()) > BOUND,
+                        what=f"more than a window unacknowledged before the {victim}'s kill",
+                        timeout=60,
+                    )
+                    await ledger.start()
                     backlog = len(publishing.confirmed) - len(ledger.ids())
+                    print(f"backlog at the {victim}'s kill: {backlog}")
                     assert backlog > BOUND, f"a full window is unacknowledged when the {victim} dies"
                     proc.signal(signal.SIGKILL)
                     assert await proc.exit_code() == -signal.SIGKILL

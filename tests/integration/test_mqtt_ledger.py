@@ -80,6 +80,16 @@ async def test_qos_1_with_a_persistent_session_survives_kill_9_of_each_process_a
                 for victim in ("client", "server"):
                     proc = gw.client if victim == "client" else gw.server
                     assert proc is not None
+                    # The subscriber pauses until more than a window is published and unacknowledged
+                    # (the gateway keeps pace with the publisher otherwise), then the kill comes
+                    # while the client is still backing off: it dies holding a full window.
+                    await ledger.stop()
+                    await wait_until(
+                        lambda: len(publishing.confirmed) - len(ledger.payloads()) > BOUND,
+                        what=f"more than a window unacknowledged before the {victim}'s kill",
+                        timeout=60,
+                    )
+                    await ledger.start()
                     backlog = len(publishing.confirmed) - len(ledger.payloads())
                     print(f"backlog at the {victim}'s kill: {backlog}")
                     assert backlog > BOUND, f"a full window is unacknowledged when the {victim} dies"
