@@ -48,3 +48,29 @@ class HttpSink:
     def bodies(self, path: str, source: str) -> list[bytes]:
         """Bodies POSTed to ``path`` for event source ``source`` (binary mode: its ``ce-subject``)."""
         return [r.body for r in self.requests[path] if r.headers.get("ce-subject") == source]
+
+
+class RestartingSink:
+    """An ``HttpSink`` on ``port`` that a test stops and starts again (a subscriber outage); what
+    every incarnation received stays readable."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sinks: list[HttpSink] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        sink = HttpSink(self.port)
+        await sink.start()
+        self.sinks.append(sink)
+
+    async def stop(self) -> None:
+        if self.sinks:
+            await self.sinks[-1].stop()
+
+    def received(self, path: str = "/") -> list[Request]:
+        """Every request to ``path``, across the restarts, in order."""
+        return [r for sink in self.sinks for r in sink.requests[path]]

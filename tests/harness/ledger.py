@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from common import tasks
+from tests.harness.http_sink import RestartingSink
+from tests.harness.processes import wait_until
 
 
 @dataclass
@@ -97,3 +100,19 @@ def arrived(ledger: Path, source: str) -> list[str]:
 NOTICE_RETURN = ("--retry-cap", "1")
 """Client flags for ledger runs: a subscriber's return is noticed within a second, not the default
 ten. The outage is what these tests are about, not the wait after it."""
+
+
+async def full_window(
+    sink: RestartingSink, unacknowledged: Callable[[], int], bound: int, victim: str
+) -> int:
+    """Before a kill: the subscriber pauses until more than ``bound`` events are published and not
+    yet delivered (the gateway keeps pace with a ledger's publisher otherwise), then comes back, so
+    the ``victim`` dies while the client is still backing off, holding a full window. The backlog."""
+    await sink.stop()
+    await wait_until(
+        lambda: unacknowledged() > bound,
+        what=f"more than a window unacknowledged before the {victim}'s kill",
+        timeout=60,
+    )
+    await sink.start()
+    return unacknowledged()

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.harness.brokers_base import require, running
 from tests.harness.brokers_mosquitto import MISSING, Mosquitto, mosquitto_binary
-from tests.harness.http_sink import HttpSink
+from tests.harness.http_sink import RestartingSink
 
 STEADY_RETRY = "backoff: {duration: 200ms, factor: 1, jitter: 0, steps: 0}"
 """A source retried every 200 ms: it reconnects soon after a broker comes back (a test waits for it)."""
@@ -162,33 +162,18 @@ def number(payload: str) -> int:
     return int(payload.removeprefix("m-"))
 
 
-class Ledger:
+class Ledger(RestartingSink):
     """What an HTTP subscriber on ``port`` received for ``source`` across its restarts: per arrival,
     ``(payload, dup)`` (binary mode: the body and the ``ce-dup`` header)."""
 
     def __init__(self, port: int, source: str) -> None:
-        self.port = port
+        super().__init__(port)
         self.source = source
-        self.sinks: list[HttpSink] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    async def start(self) -> None:
-        sink = HttpSink(self.port)
-        await sink.start()
-        self.sinks.append(sink)
-
-    async def stop(self) -> None:
-        if self.sinks:
-            await self.sinks[-1].stop()
 
     def arrivals(self) -> list[tuple[str, bool]]:
         return [
             (r.body.decode(), r.headers.get("ce-dup") == "true")
-            for sink in self.sinks
-            for r in sink.requests["/"]
+            for r in self.received()
             if r.headers.get("ce-subject") == self.source
         ]
 

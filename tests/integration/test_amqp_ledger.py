@@ -24,8 +24,8 @@ from tests.harness.amqp import Publishing, channel, declare, durable_source
 from tests.harness.brokers import shared_rabbitmq
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import Gateway
-from tests.harness.http_sink import HttpSink
-from tests.harness.ledger import NOTICE_RETURN
+from tests.harness.http_sink import RestartingSink
+from tests.harness.ledger import NOTICE_RETURN, full_window
 from tests.harness.processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
@@ -44,28 +44,14 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-class Ledger:
+class Ledger(RestartingSink):
     """What the subscriber received across its restarts: ``(message id, redelivered)`` per arrival."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sinks: list[HttpSink] = []
-
-    async def start(self) -> None:
-        sink = HttpSink(self.port)
-        await sink.start()
-        self.sinks.append(sink)
-
-    async def stop(self) -> None:
-        if self.sinks:
-            await self.sinks[-1].stop()
 
     def arrivals(self) -> list[tuple[str, bool]]:
         prefix = f"{SOURCE}:"
         return [
             (r.headers["ce-id"].removeprefix(prefix), r.headers.get("ce-redelivered") == "true")
-            for sink in self.sinks
-            for r in sink.requests["/"]
+            for r in self.received()
             if r.headers.get("ce-subject") == SOURCE
         ]
 
@@ -95,17 +81,12 @@ async def test_a_durable_queue_survives_kill_9_of_each_process_and_a_subscriber_
                 for victim in ("client", "server"):
                     proc = gw.client if victim == "client" else gw.server
                     assert proc is not None
-                    # The subscriber pauses until more than a window is published and unacknowledged
-                    # (the gateway keeps pace with the publisher otherwise), then the kill comes
-                    # while the client is still backing off: it dies holding a full window.
-                    await ledger.stop()
-                    await wait_until(
-                        lambda: len(publishing.confirmed) - len(ledger.ids()) > BOUND,
-                        what=f"more than a window unacknowledged before the {victim}'s kill",
-                        timeout=60,
+                    backlog = await full_window(
+                        ledger,
+                        lambda: len(publishing.confirmed) - len(ledger.ids()),
+                        BOUND,
+                        victim,
                     )
-                    await ledger.start()
-                    backlog = len(publishing.confirmed) - len(ledger.ids())
                     print(f"backlog at the {victim}'s kill: {backlog}")
                     assert backlog > BOUND, f"a full window is unacknowledged when the {victim} dies"
                     proc.signal(signal.SIGKILL)

@@ -34,7 +34,7 @@ import pytest
 from tests.harness.configmaps import configmap
 from tests.harness.gateways import Gateway
 from tests.harness.kafka import phase_is
-from tests.harness.ledger import NOTICE_RETURN
+from tests.harness.ledger import NOTICE_RETURN, full_window
 from tests.harness.mqtt import Ledger, Publishing, number, source, unbounded_mosquitto
 from tests.harness.processes import free_port, wait_until
 
@@ -80,17 +80,12 @@ async def test_qos_1_with_a_persistent_session_survives_kill_9_of_each_process_a
                 for victim in ("client", "server"):
                     proc = gw.client if victim == "client" else gw.server
                     assert proc is not None
-                    # The subscriber pauses until more than a window is published and unacknowledged
-                    # (the gateway keeps pace with the publisher otherwise), then the kill comes
-                    # while the client is still backing off: it dies holding a full window.
-                    await ledger.stop()
-                    await wait_until(
-                        lambda: len(publishing.confirmed) - len(ledger.payloads()) > BOUND,
-                        what=f"more than a window unacknowledged before the {victim}'s kill",
-                        timeout=60,
+                    backlog = await full_window(
+                        ledger,
+                        lambda: len(publishing.confirmed) - len(ledger.payloads()),
+                        BOUND,
+                        victim,
                     )
-                    await ledger.start()
-                    backlog = len(publishing.confirmed) - len(ledger.payloads())
                     print(f"backlog at the {victim}'s kill: {backlog}")
                     assert backlog > BOUND, f"a full window is unacknowledged when the {victim} dies"
                     proc.signal(signal.SIGKILL)
